@@ -1,0 +1,68 @@
+"""The face the scheduler daemon shows to its front ends (REST API, metrics, control socket).
+
+The daemon (`daemon.py`) implements it; `api.py` and `control.py` depend only on this
+Protocol, so they can be tested against a small fake and never reach into the planner or ledger.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class NotFound(LookupError):
+    """No such job or run."""
+
+
+class NotActive(RuntimeError):
+    """The scheduler is standby: it accepts no orders that would start work."""
+
+
+class Service(Protocol):
+    # -- identity and health -------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """{"role","epoch","version","state_store","jobs"} as in docs/interfaces.md."""
+
+    def status(self) -> dict[str, Any]:
+        """The control socket's `status` answer (without "ok")."""
+
+    def check(self) -> dict[str, Any]:
+        """Deep self-check: {"state_store": "ok"|"error: ...", "jobs": n, "job_errors": [...]}."""
+
+    # -- roles (control socket) ---------------------------------------------
+    async def promote(self, epoch: int) -> dict[str, Any]: ...
+
+    async def demote(self) -> dict[str, Any]: ...
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read job files; {"jobs": n, "errors": ["file:line: field: msg", ...]}."""
+
+    def set_log_level(self, level: str) -> None: ...
+
+    # -- jobs ------------------------------------------------------------------
+    def list_jobs(self) -> list[dict[str, Any]]: ...
+
+    def get_job(self, name: str) -> dict[str, Any]:
+        """Raises NotFound."""
+
+    async def run_now(self, name: str) -> dict[str, Any]:
+        """Creates a manual run; returns its ledger row. Raises NotFound, NotActive."""
+
+    async def pause(self, name: str) -> dict[str, Any]: ...
+
+    async def resume(self, name: str) -> dict[str, Any]: ...
+
+    # -- runs ------------------------------------------------------------------
+    def list_runs(
+        self,
+        job: str | None = None,
+        state: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]: ...
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """Raises NotFound."""
+
+    async def run_output(self, run_id: str, stream: str = "stdout") -> str:
+        """Raises NotFound."""
