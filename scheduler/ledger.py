@@ -1,0 +1,297 @@
+"""The durable run ledger: every run's life, paused jobs, the epoch, in one SQLite file.
+
+`Ledger.apply` is the ONE write path: every state change is a `Change`, applied in one
+transaction per call, then handed to the change listeners (a replicated standby follows that
+stream). Reads use a second connection so that the API can query while a write is in flight.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+STATES = ("scheduled", "dispatched", "running", "succeeded", "failed", "timed-out",
+          "cancelled", "lost")
+OPEN_STATES = ("scheduled", "dispatched", "running")
+FINAL_STATES = ("succeeded", "failed", "timed-out", "cancelled", "lost")
+RUN_FIELDS = ("run_id", "attempt", "job", "nominal", "state", "agent", "epoch", "exit_code",
+              "reason", "scheduled_at", "dispatched_at", "started_at", "finished_at",
+              "output_path", "manual")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT NOT NULL, attempt INTEGER NOT NULL, job TEXT NOT NULL, nominal TEXT NOT NULL,
+    state TEXT NOT NULL, agent TEXT, epoch INTEGER, exit_code INTEGER, reason TEXT,
+    scheduled_at TEXT, dispatched_at TEXT, started_at TEXT, finished_at TEXT,
+    output_path TEXT, manual INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, attempt));
+CREATE INDEX IF NOT EXISTS runs_job_nominal ON runs (job, nominal);
+CREATE INDEX IF NOT EXISTS runs_nominal ON runs (nominal);
+CREATE INDEX IF NOT EXISTS runs_open ON runs (state) WHERE state IN
+    ('scheduled', 'dispatched', 'running');
+CREATE TABLE IF NOT EXISTS job_state (
+    job TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0, last_planned TEXT);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', 0);
+"""
+
+
+class LedgerError(RuntimeError):
+    """The ledger file cannot be opened or written."""
+
+
+def utc_iso(t: datetime | None = None) -> str:
+    """A timestamp as the ledger stores it: UTC, microseconds, 'Z'."""
+    t = t or datetime.now(UTC)
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def nominal_iso(t: datetime) -> str:
+    """A nominal fire time as in run ids: UTC, whole seconds."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    """Any ISO-8601 time (a 'Z' suffix too); naive times are taken as UTC."""
+    t = datetime.fromisoformat(text.strip())
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One state change.
+
+    op: "create"  insert a run if (run_id, attempt) is absent (a known identity is never re-created)
+        "update"  set `fields` on a run, only while its state is in `when` (if given)
+        "adopt"   insert or update a run learnt from an agent; a final state is never reopened
+        "job"     set paused / last_planned of a job
+        "epoch"   raise the epoch to fields["epoch"] (never lowers it)
+    """
+
+    op: str
+    run_id: str = ""
+    attempt: int = 0
+    job: str = ""
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    when: tuple[str, ...] = ()
+
+
+Listener = Callable[[list[Change]], None]
+
+
+class Ledger:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._listeners: list[Listener] = []
+        self._wlock = threading.Lock()
+        self._rlock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._w = self._connect()
+            self._w.executescript(_SCHEMA)
+            self._r = self._connect()
+        except sqlite3.Error as e:
+            raise LedgerError(f"{self.path}: cannot open the ledger: {e}") from e
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=30)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        # FULL, not NORMAL: in WAL mode NORMAL syncs only at checkpoints, so a power loss can
+        # drop the last commits. A lost "scheduled" row would make a restarted scheduler re-plan a
+        # fire it already dispatched (agents would dedup it, but a lost final state would be
+        # collected again from an agent that already dropped it after our ack). With FULL every
+        # commit is on disk before we dispatch or ack; callers batch many runs per transaction so
+        # the fsync cost is paid once per batch, not once per run.
+        conn.execute("PRAGMA synchronous=FULL")
+        return conn
+
+    def close(self) -> None:
+        with self._wlock, self._rlock:
+            self._w.close()
+            self._r.close()
+
+    def on_change(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    # -- the one write path ----------------------------------------------------
+    def apply(self, changes: Iterable[Change]) -> list[bool]:
+        """Apply changes in one transaction; returns, per change, whether it changed anything."""
+        changes = list(changes)
+        if not changes:
+            return []
+        with self._wlock:
+            c = self._w
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                done = [self._apply_one(c, ch) for ch in changes]
+                c.execute("COMMIT")
+            except sqlite3.Error as e:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise LedgerError(f"{self.path}: write failed: {e}") from e
+        effective = [ch for ch, ok in zip(changes, done, strict=True) if ok]
+        if effective:
+            for listener in self._listeners:
+                listener(effective)
+        return done
+
+    @staticmethod
+    def _apply_one(c: sqlite3.Connection, ch: Change) -> bool:
+        f = dict(ch.fields)
+        if ch.op == "create":
+            row = {"run_id": ch.run_id, "attempt": ch.attempt, "job": ch.job, **f}
+            row.setdefault("state", "scheduled")
+            _check_fields(row)
+            row.setdefault("scheduled_at", utc_iso())
+            row["manual"] = int(bool(row.get("manual", 0)))
+            cols = ", ".join(row)
+            marks = ", ".join("?" * len(row))
+            cur = c.execute(f"INSERT OR IGNORE INTO runs ({cols}) VALUES ({marks})",
+                            tuple(row.values()))
+            return cur.rowcount > 0
+        if ch.op == "update":
+            _check_fields(f)
+            sets = ", ".join(f"{k} = ?" for k in f)
+            sql = f"UPDATE runs SET {sets} WHERE run_id = ? AND attempt = ?"
+            args: list[Any] = [*f.values(), ch.run_id, ch.attempt]
+            if ch.when:
+                sql += f" AND state IN ({', '.join('?' * len(ch.when))})"
+                args += ch.when
+            return c.execute(sql, args).rowcount > 0
+        if ch.op == "adopt":
+            _check_fields(f)
+            row = {"run_id": ch.run_id, "attempt": ch.attempt, "job": ch.job, **f}
+            row.setdefault("scheduled_at", utc_iso())
+            cols = ", ".join(row)
+            marks = ", ".join("?" * len(row))
+            sets = ", ".join(f"{k} = excluded.{k}" for k in f)
+            final = ", ".join(f"'{s}'" for s in FINAL_STATES)
+            cur = c.execute(
+                f"INSERT INTO runs ({cols}) VALUES ({marks}) ON CONFLICT (run_id, attempt) "
+                f"DO UPDATE SET {sets} WHERE runs.state NOT IN ({final})", tuple(row.values()))
+            return cur.rowcount > 0
+        if ch.op == "job":
+            paused = f.get("paused")
+            last = f.get("last_planned")
+            c.execute("INSERT OR IGNORE INTO job_state (job) VALUES (?)", (ch.job,))
+            if paused is not None:
+                c.execute("UPDATE job_state SET paused = ? WHERE job = ?", (int(paused), ch.job))
+            if last is not None:
+                c.execute("UPDATE job_state SET last_planned = ? WHERE job = ?", (last, ch.job))
+            return True
+        if ch.op == "epoch":
+            cur = c.execute("UPDATE meta SET value = ? WHERE key = 'epoch' AND value < ?",
+                            (int(f["epoch"]), int(f["epoch"])))
+            return cur.rowcount > 0
+        raise ValueError(f"unknown ledger change {ch.op!r}")
+
+    # -- convenience writers (all go through apply) ---------------------------
+    def create_run(self, run_id: str, attempt: int, job: str, nominal: str,
+                   **fields: Any) -> bool:
+        return self.apply([Change("create", run_id, attempt, job,
+                                  {"nominal": nominal, **fields})])[0]
+
+    def raise_epoch(self, epoch: int) -> int:
+        self.apply([Change("epoch", fields={"epoch": epoch})])
+        return self.epoch()
+
+    # -- reads -----------------------------------------------------------------
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._rlock:
+            try:
+                return [dict(r) for r in self._r.execute(sql, tuple(args)).fetchall()]
+            except sqlite3.Error as e:
+                raise LedgerError(f"{self.path}: read failed: {e}") from e
+
+    def epoch(self) -> int:
+        return int(self._query("SELECT value FROM meta WHERE key = 'epoch'")[0]["value"])
+
+    def check(self) -> str:
+        """'ok' or 'error: ...' after a real read of the file."""
+        try:
+            res = self._query("PRAGMA quick_check")
+            first = next(iter(res[0].values())) if res else "no answer"
+            return "ok" if first == "ok" else f"error: {first}"
+        except LedgerError as e:
+            return f"error: {e}"
+
+    def get_attempt(self, run_id: str, attempt: int) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM runs WHERE run_id = ? AND attempt = ?",
+                           (run_id, attempt))
+        return rows[0] if rows else None
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        """The latest attempt of a run."""
+        rows = self._query("SELECT * FROM runs WHERE run_id = ? ORDER BY attempt DESC LIMIT 1",
+                           (run_id,))
+        return rows[0] if rows else None
+
+    def list_runs(self, job: str | None = None, state: str | None = None,
+                  since: str | None = None, until: str | None = None,
+                  limit: int = 100) -> list[dict[str, Any]]:
+        """Runs (every attempt), newest nominal time first; since/until bound the nominal time."""
+        where, args = [], []
+        if job:
+            where.append("job = ?")
+            args.append(job)
+        if state:
+            where.append("state = ?")
+            args.append(state)
+        if since:
+            where.append("nominal >= ?")
+            args.append(nominal_iso(parse_time(since)))
+        if until:
+            where.append("nominal <= ?")
+            args.append(nominal_iso(parse_time(until)))
+        sql = "SELECT * FROM runs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY nominal DESC, attempt DESC LIMIT ?"
+        return self._query(sql, [*args, max(0, int(limit))])
+
+    def open_runs(self, job: str | None = None) -> list[dict[str, Any]]:
+        """Runs not finished yet (scheduled, dispatched, running), oldest first."""
+        sql = "SELECT * FROM runs WHERE state IN ('scheduled', 'dispatched', 'running')"
+        args: list[Any] = []
+        if job:
+            sql += " AND job = ?"
+            args.append(job)
+        return self._query(sql + " ORDER BY nominal, attempt", args)
+
+    def in_flight(self, job: str) -> list[dict[str, Any]]:
+        """Runs of a job handed to an agent and not finished (what concurrency looks at)."""
+        return self._query("SELECT * FROM runs WHERE job = ? AND state IN "
+                           "('dispatched', 'running') ORDER BY nominal", (job,))
+
+    def latest_state(self, run_id: str) -> str | None:
+        row = self.get_run(run_id)
+        return row["state"] if row else None
+
+    def runs_between(self, job: str, start: str, end: str) -> list[dict[str, Any]]:
+        """Latest attempts of a job's runs with start <= nominal < end (dependency lookups)."""
+        return self._query(
+            "SELECT r.* FROM runs r WHERE r.job = ? AND r.nominal >= ? AND r.nominal < ? AND "
+            "r.attempt = (SELECT MAX(attempt) FROM runs x WHERE x.run_id = r.run_id) "
+            "ORDER BY r.nominal", (job, start, end))
+
+    def job_states(self) -> dict[str, dict[str, Any]]:
+        return {r["job"]: r for r in self._query("SELECT * FROM job_state")}
+
+    def counts(self) -> dict[str, int]:
+        rows = self._query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
+        return {r["state"]: r["n"] for r in rows}
+
+
+def _check_fields(f: Mapping[str, Any]) -> None:
+    bad = [k for k in f if k not in RUN_FIELDS]
+    if bad:
+        raise ValueError(f"unknown run field(s): {', '.join(bad)}")
+    if "state" in f and f["state"] not in STATES:
+        raise ValueError(f"unknown run state {f['state']!r}")
