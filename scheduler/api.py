@@ -1,0 +1,232 @@
+"""The scheduler's REST API: health and metrics in the open, jobs and runs under /v1 with a token.
+
+Depends only on the Service protocol, so it knows nothing of the planner or the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from scheduler.auth import bearer_token, token_allowed
+from scheduler.metrics import CONTENT_TYPE, Metrics
+from scheduler.service import NotActive, NotFound, Service
+
+log = logging.getLogger("hasched.api")
+
+SERVICE_KEY = web.AppKey("service", Service)
+TOKENS_KEY = web.AppKey("tokens", frozenset)
+METRICS_KEY = web.AppKey("metrics", Metrics)
+
+# Every state a run row can be in (the agent's states plus those only the ledger knows).
+RUN_STATES = frozenset(
+    {"pending", "dispatched", "running", "succeeded", "failed", "timed-out", "cancelled",
+     "lost", "skipped"}
+)
+STREAMS = frozenset({"stdout", "stderr"})
+MAX_LIMIT = 10_000
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class BadParam(ValueError):
+    """A query parameter that cannot be used; the message names it."""
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except NotFound as exc:
+        return _error(404, _one_line(exc) or "not found")
+    except NotActive:
+        return _error(409, "this scheduler is standby")
+    except BadParam as exc:
+        return _error(400, str(exc))
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            reason = exc.reason.lower() if exc.reason else "error"
+            return _error(exc.status, f"{reason}: {request.method} {request.path}")
+        raise
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        return _error(500, "internal error; see the scheduler's log")
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == "/v1" or request.path.startswith("/v1/"):
+        presented = bearer_token(request.headers.get("Authorization"))
+        if not token_allowed(presented, request.app[TOKENS_KEY]):
+            # The token itself is never logged, only that one was wrong.
+            log.warning("refused %s %s from %s: missing or wrong bearer token",
+                        request.method, request.path, request.remote)
+            return _error(401, "missing or wrong bearer token")
+    return await handler(request)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.args[0] if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
+    return " ".join(text.split())
+
+
+def _iso_param(name: str, value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadParam(
+            f"query parameter {name!r}: not an ISO-8601 time: {value!r} "
+            "(e.g. 2026-12-01T01:30:00Z)"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _limit_param(value: str | None) -> int:
+    if value is None or value == "":
+        return 100
+    try:
+        limit = int(value)
+    except ValueError:
+        raise BadParam(f"query parameter 'limit': not an integer: {value!r}") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadParam(f"query parameter 'limit': must be between 1 and {MAX_LIMIT}, got {limit}")
+    return limit
+
+
+def _state_param(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    if value not in RUN_STATES:
+        raise BadParam(
+            f"query parameter 'state': unknown state {value!r} "
+            f"(one of {', '.join(sorted(RUN_STATES))})"
+        )
+    return value
+
+
+def _stream_param(value: str | None) -> str:
+    stream = value or "stdout"
+    if stream not in STREAMS:
+        raise BadParam(f"query parameter 'stream': must be stdout or stderr, got {stream!r}")
+    return stream
+
+
+# -- handlers ------------------------------------------------------------------------------------
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE_KEY].health())
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    service, metrics = request.app[SERVICE_KEY], request.app[METRICS_KEY]
+    # Role, epoch and agents are read at scrape time so the gauges can never lag a promotion.
+    try:
+        health = service.health()
+        if health.get("role") in ("active", "standby"):
+            metrics.set_role(health["role"])
+        if isinstance(health.get("epoch"), int):
+            metrics.set_epoch(health["epoch"])
+        status = service.status()
+        if isinstance(status.get("agents_reachable"), int):
+            metrics.set_agents_reachable(status["agents_reachable"])
+        if isinstance(status.get("agents"), int):
+            metrics.set_agents_total(status["agents"])
+    except Exception:
+        log.exception("could not refresh gauges before a scrape")
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def _list_jobs(request: web.Request) -> web.Response:
+    return web.json_response({"jobs": request.app[SERVICE_KEY].list_jobs()})
+
+
+async def _get_job(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE_KEY].get_job(request.match_info["name"]))
+
+
+async def _run_job(request: web.Request) -> web.Response:
+    row = await request.app[SERVICE_KEY].run_now(request.match_info["name"])
+    return web.json_response({"run": row}, status=202)
+
+
+async def _pause_job(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[SERVICE_KEY].pause(request.match_info["name"]))
+
+
+async def _resume_job(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[SERVICE_KEY].resume(request.match_info["name"]))
+
+
+async def _list_runs(request: web.Request) -> web.Response:
+    q = request.query
+    runs = request.app[SERVICE_KEY].list_runs(
+        job=q.get("job") or None,
+        state=_state_param(q.get("state")),
+        since=_iso_param("since", q.get("since")),
+        until=_iso_param("until", q.get("until")),
+        limit=_limit_param(q.get("limit")),
+    )
+    return web.json_response({"runs": runs})
+
+
+async def _get_run(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SERVICE_KEY].get_run(request.match_info["run_id"]))
+
+
+async def _run_output(request: web.Request) -> web.Response:
+    stream = _stream_param(request.query.get("stream"))
+    text = await request.app[SERVICE_KEY].run_output(request.match_info["run_id"], stream)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+def make_app(service: Service, tokens: frozenset[str], metrics: Metrics) -> web.Application:
+    """The REST API application; the daemon runs it (with TLS from make_ssl_context if set)."""
+    if not tokens:
+        # An empty token set would lock everyone out silently; say so once at start-up.
+        log.warning("no API tokens configured: every /v1 request will be refused")
+    app = web.Application(middlewares=[_errors, _auth])
+    app[SERVICE_KEY] = service
+    app[TOKENS_KEY] = frozenset(tokens)
+    app[METRICS_KEY] = metrics
+    app.router.add_get("/health", _health)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/v1/jobs", _list_jobs)
+    app.router.add_get("/v1/jobs/{name}", _get_job)
+    app.router.add_post("/v1/jobs/{name}/run", _run_job)
+    app.router.add_post("/v1/jobs/{name}/pause", _pause_job)
+    app.router.add_post("/v1/jobs/{name}/resume", _resume_job)
+    app.router.add_get("/v1/runs", _list_runs)
+    app.router.add_get("/v1/runs/{run_id}", _get_run)
+    app.router.add_get("/v1/runs/{run_id}/output", _run_output)
+    return app
+
+
+def make_ssl_context(tls: Mapping[str, Any] | Any | None) -> ssl.SSLContext | None:
+    """A server TLS context from `tls = {cert, key}` (a mapping or an object), or None for HTTP.
+
+    The `ca` entry is for clients that verify us; the API does not ask clients for certificates
+    (they authenticate with bearer tokens).
+    """
+    if not tls:
+        return None
+    cert = tls.get("cert") if isinstance(tls, Mapping) else getattr(tls, "cert", None)
+    key = tls.get("key") if isinstance(tls, Mapping) else getattr(tls, "key", None)
+    if not cert or not key:
+        raise ValueError("tls: both 'cert' and 'key' are required")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx

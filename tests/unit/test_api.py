@@ -1,0 +1,316 @@
+"""The REST API's own logic (routing, auth, errors, parameters) against a small fake Service."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import subprocess
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from scheduler.api import make_app, make_ssl_context
+from scheduler.metrics import Metrics
+from scheduler.service import NotActive, NotFound
+
+pytestmark = pytest.mark.unit
+
+TOKEN = "s3cret-token-for-tests"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+RUN_ID = "nightly@2026-12-01T01:30:00Z"
+
+
+class FakeService:
+    def __init__(self) -> None:
+        self.role = "active"
+        self.jobs = {"nightly": {"name": "nightly", "paused": False, "next_fire": "x"}}
+        self.runs = {RUN_ID: {"run_id": RUN_ID, "job": "nightly", "state": "succeeded"}}
+        self.list_runs_calls: list[dict[str, Any]] = []
+        self.output_calls: list[tuple[str, str]] = []
+
+    def health(self) -> dict[str, Any]:
+        return {"role": self.role, "epoch": 7, "version": "0.1.0", "state_store": "ok", "jobs": 1}
+
+    def status(self) -> dict[str, Any]:
+        return {"role": self.role, "epoch": 7, "agents": 3, "agents_reachable": 2}
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        return list(self.jobs.values())
+
+    def get_job(self, name: str) -> dict[str, Any]:
+        if name not in self.jobs:
+            raise NotFound(f"no job named {name!r}")
+        return self.jobs[name]
+
+    async def run_now(self, name: str) -> dict[str, Any]:
+        self.get_job(name)
+        if self.role != "active":
+            raise NotActive()
+        return {"run_id": f"{name}@2026-12-01T02:00:00Z", "state": "pending"}
+
+    async def pause(self, name: str) -> dict[str, Any]:
+        self.get_job(name)["paused"] = True
+        return self.jobs[name]
+
+    async def resume(self, name: str) -> dict[str, Any]:
+        self.get_job(name)["paused"] = False
+        return self.jobs[name]
+
+    def list_runs(self, job=None, state=None, since=None, until=None, limit=100):
+        self.list_runs_calls.append(
+            {"job": job, "state": state, "since": since, "until": until, "limit": limit}
+        )
+        return list(self.runs.values())
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        if run_id not in self.runs:
+            raise NotFound(f"no run {run_id!r}")
+        return self.runs[run_id]
+
+    async def run_output(self, run_id: str, stream: str = "stdout") -> str:
+        self.get_run(run_id)
+        self.output_calls.append((run_id, stream))
+        return f"{stream} of {run_id}\n"
+
+
+def with_client(scenario, service: FakeService | None = None, metrics: Metrics | None = None):
+    """Run `scenario(client, service, metrics)` against a real aiohttp server on loopback."""
+    service = service or FakeService()
+    metrics = metrics or Metrics()
+
+    async def main():
+        app = make_app(service, frozenset({"another-token", TOKEN}), metrics)
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            await scenario(client, service, metrics)
+
+    asyncio.run(main())
+    return service
+
+
+async def expect(client, method, path, status, headers=AUTH, **kw):
+    resp = await client.request(method, path, headers=headers, **kw)
+    assert resp.status == status, f"{method} {path}: {resp.status} {await resp.text()}"
+    if resp.content_type == "application/json":
+        return await resp.json()
+    return await resp.text()
+
+
+def test_health_needs_no_token_and_reports_service_health():
+    async def scenario(client, service, metrics):
+        body = await expect(client, "GET", "/health", 200, headers={})
+        assert body == service.health()
+
+    with_client(scenario)
+
+
+def test_metrics_needs_no_token_and_shows_role_epoch_agents():
+    async def scenario(client, service, metrics):
+        metrics.count_run("timed-out")
+        resp = await client.get("/metrics")
+        assert resp.status == 200
+        assert resp.headers["Content-Type"].startswith("text/plain")
+        text = await resp.text()
+        assert 'hasched_role{role="active"} 1.0' in text
+        assert 'hasched_role{role="standby"} 0.0' in text
+        assert "hasched_epoch 7.0" in text
+        assert "hasched_agents_reachable 2.0" in text
+        assert "hasched_agents_total 3.0" in text
+        assert 'hasched_runs_total{outcome="timed-out"} 1.0' in text
+
+    with_client(scenario)
+
+
+@pytest.mark.parametrize("headers", [
+    {},
+    {"Authorization": "Bearer wrong"},
+    {"Authorization": f"Basic {TOKEN}"},
+    {"Authorization": "Bearer "},
+    {"Authorization": f"Bearer {TOKEN}x"},
+])
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/v1/jobs"), ("GET", "/v1/jobs/nightly"), ("POST", "/v1/jobs/nightly/run"),
+    ("POST", "/v1/jobs/nightly/pause"), ("POST", "/v1/jobs/nightly/resume"),
+    ("GET", "/v1/runs"), ("GET", f"/v1/runs/{RUN_ID}"), ("GET", f"/v1/runs/{RUN_ID}/output"),
+    ("GET", "/v1/nothing-here"),
+])
+def test_every_v1_route_refuses_a_missing_or_wrong_token(headers, method, path):
+    async def scenario(client, service, metrics):
+        body = await expect(client, method, path, 401, headers=headers)
+        assert body == {"error": "missing or wrong bearer token"}
+        assert service.jobs["nightly"]["paused"] is False  # nothing changed
+
+    with_client(scenario)
+
+
+def test_any_configured_token_is_accepted():
+    async def scenario(client, service, metrics):
+        await expect(client, "GET", "/v1/jobs", 200,
+                     headers={"Authorization": "Bearer another-token"})
+
+    with_client(scenario)
+
+
+def test_tokens_are_never_logged(caplog):
+    caplog.set_level(logging.DEBUG)
+
+    async def scenario(client, service, metrics):
+        await expect(client, "GET", "/v1/jobs", 401,
+                     headers={"Authorization": "Bearer leaked-guess"})
+        await expect(client, "GET", "/v1/jobs", 200)
+
+    with_client(scenario)
+    assert "refused GET /v1/jobs" in caplog.text
+    assert "leaked-guess" not in caplog.text and TOKEN not in caplog.text
+
+
+def test_jobs_list_show_pause_resume():
+    async def scenario(client, service, metrics):
+        assert await expect(client, "GET", "/v1/jobs", 200) == {"jobs": service.list_jobs()}
+        assert (await expect(client, "GET", "/v1/jobs/nightly", 200))["name"] == "nightly"
+        assert (await expect(client, "POST", "/v1/jobs/nightly/pause", 200))["paused"] is True
+        assert service.jobs["nightly"]["paused"] is True
+        assert (await expect(client, "POST", "/v1/jobs/nightly/resume", 200))["paused"] is False
+        assert service.jobs["nightly"]["paused"] is False
+
+    with_client(scenario)
+
+
+def test_run_now_answers_202_with_the_run_row():
+    async def scenario(client, service, metrics):
+        body = await expect(client, "POST", "/v1/jobs/nightly/run", 202)
+        assert body == {"run": {"run_id": "nightly@2026-12-01T02:00:00Z", "state": "pending"}}
+
+    with_client(scenario)
+
+
+def test_run_now_on_a_standby_is_409():
+    service = FakeService()
+    service.role = "standby"
+
+    async def scenario(client, service, metrics):
+        body = await expect(client, "POST", "/v1/jobs/nightly/run", 409)
+        assert body == {"error": "this scheduler is standby"}
+
+    with_client(scenario, service)
+
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/v1/jobs/nope"), ("POST", "/v1/jobs/nope/run"), ("POST", "/v1/jobs/nope/pause"),
+    ("POST", "/v1/jobs/nope/resume"), ("GET", "/v1/runs/nope@2026-12-01T01:30:00Z"),
+    ("GET", "/v1/runs/nope@2026-12-01T01:30:00Z/output"),
+])
+def test_unknown_job_or_run_is_404_with_one_line(method, path):
+    async def scenario(client, service, metrics):
+        body = await expect(client, method, path, 404)
+        assert "nope" in body["error"] and "\n" not in body["error"]
+
+    with_client(scenario)
+
+
+@pytest.mark.parametrize("path", ["/nothing", "/v1/jobs/nightly/explode", "/v1"])
+def test_unknown_route_is_404_json(path):
+    async def scenario(client, service, metrics):
+        body = await expect(client, "GET", path, 404)
+        assert set(body) == {"error"} and "not found" in body["error"]
+
+    with_client(scenario)
+
+
+def test_wrong_method_is_405_json():
+    async def scenario(client, service, metrics):
+        body = await expect(client, "DELETE", "/v1/jobs/nightly", 405)
+        assert "method not allowed" in body["error"]
+
+    with_client(scenario)
+
+
+def test_runs_list_passes_filters_normalised_to_utc():
+    async def scenario(client, service, metrics):
+        params = {"job": "nightly", "state": "failed", "since": "2026-12-01T02:30:00+01:00",
+                  "until": "2026-12-02T00:00:00", "limit": "5"}
+        body = await expect(client, "GET", "/v1/runs", 200, params=params)
+        assert body == {"runs": list(service.runs.values())}
+        assert service.list_runs_calls[-1] == {
+            "job": "nightly", "state": "failed", "since": "2026-12-01T01:30:00Z",
+            "until": "2026-12-02T00:00:00Z", "limit": 5,
+        }
+        await expect(client, "GET", "/v1/runs", 200)
+        assert service.list_runs_calls[-1] == {
+            "job": None, "state": None, "since": None, "until": None, "limit": 100,
+        }
+
+    with_client(scenario)
+
+
+@pytest.mark.parametrize("params,names", [
+    ({"limit": "ten"}, "'limit'"),
+    ({"limit": "0"}, "'limit'"),
+    ({"state": "exploded"}, "'state'"),
+    ({"since": "yesterday"}, "'since'"),
+    ({"until": "2026-13-01"}, "'until'"),
+])
+def test_bad_runs_query_is_400_naming_the_parameter(params, names):
+    async def scenario(client, service, metrics):
+        body = await expect(client, "GET", "/v1/runs", 400, params=params)
+        assert names in body["error"] and "\n" not in body["error"]
+        assert service.list_runs_calls == []
+
+    with_client(scenario)
+
+
+def test_run_show_and_output_with_percent_encoded_id():
+    encoded = RUN_ID.replace("@", "%40").replace(":", "%3A")
+
+    async def scenario(client, service, metrics):
+        assert await expect(client, "GET", f"/v1/runs/{encoded}", 200) == service.runs[RUN_ID]
+        text = await expect(client, "GET", f"/v1/runs/{encoded}/output", 200)
+        assert text == f"stdout of {RUN_ID}\n"
+        text = await expect(client, "GET", f"/v1/runs/{encoded}/output", 200,
+                            params={"stream": "stderr"})
+        assert text == f"stderr of {RUN_ID}\n"
+        body = await expect(client, "GET", f"/v1/runs/{encoded}/output", 400,
+                            params={"stream": "both"})
+        assert "'stream'" in body["error"]
+        assert service.output_calls == [(RUN_ID, "stdout"), (RUN_ID, "stderr")]
+
+    with_client(scenario)
+
+
+def test_a_service_crash_is_500_json_without_traceback_in_the_answer(caplog):
+    service = FakeService()
+
+    def broken():
+        raise RuntimeError("ledger\nexploded")
+
+    service.list_jobs = broken
+
+    async def scenario(client, service, metrics):
+        body = await expect(client, "GET", "/v1/jobs", 500)
+        assert body == {"error": "internal error; see the scheduler's log"}
+
+    with_client(scenario, service)
+    assert "Traceback" in caplog.text  # the operator gets it in the log
+
+
+def test_no_ssl_context_without_tls():
+    assert make_ssl_context(None) is None
+    assert make_ssl_context({}) is None
+
+
+def test_ssl_context_requires_cert_and_key():
+    with pytest.raises(ValueError, match="'cert' and 'key'"):
+        make_ssl_context({"cert": "/x.pem"})
+
+
+def test_ssl_context_loads_a_real_certificate(tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    ctx = make_ssl_context({"cert": str(cert), "key": str(key), "ca": str(cert)})
+    assert isinstance(ctx, ssl.SSLContext)
+    assert ctx.verify_mode == ssl.CERT_NONE  # clients authenticate with tokens, not certificates
