@@ -1,0 +1,225 @@
+"""The scheduler's and the agent's configuration files (see docs/interfaces.md).
+
+Relative paths in a file are taken relative to the directory holding that file, so that a
+configuration and its token files can travel together.
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from scheduler.tomlsrc import SourceError, SourceMap, read_toml
+from scheduler.units import parse_duration, parse_size
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(SourceError):
+    """A configuration mistake: str() is ``file:line: field: message``."""
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert: Path
+    key: Path
+    ca: Path | None = None
+
+
+@dataclass(frozen=True)
+class AgentRef:
+    name: str
+    url: str
+    token_file: Path
+    labels: tuple[str, ...] = ()
+    ca: Path | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    path: Path
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8480
+    state_dir: Path = Path("/var/lib/hasched")
+    run_dir: Path = Path("/run/hasched")
+    jobs_dir: Path = Path("/etc/hasched/jobs")
+    api_tokens_file: Path | None = None
+    log_level: str = "info"
+    tls: TLSConfig | None = None
+    calendars_file: Path | None = None
+    agents: dict[str, AgentRef] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    path: Path
+    name: str
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8481
+    state_dir: Path = Path("/var/lib/hasched-agent")
+    token_file: Path | None = None
+    output_limit: int = 10 * 1024 * 1024
+    kill_grace: float = 10.0
+    retention: float = 7 * 86400.0
+    tls: TLSConfig | None = None
+
+
+class _Reader:
+    """Typed access to one table of a parsed file, raising ConfigError with the key's line."""
+
+    def __init__(self, path: Path, lines: SourceMap, table: tuple[str, ...], data: Any) -> None:
+        self.path, self.lines, self.table = path, lines, table
+        if not isinstance(data, dict):
+            self.fail((), "must be a table")
+        self.data = data
+
+    def fail(self, key: tuple[str, ...], message: str) -> None:
+        path = self.table + key
+        raise ConfigError(self.path, self.lines.line(*path), ".".join(path), message)
+
+    def only(self, allowed: tuple[str, ...]) -> None:
+        for key in self.data:
+            if key not in allowed:
+                self.fail((key,), f"unknown field; expected one of: {', '.join(allowed)}")
+
+    def string(self, key: str, default: str | None = None, required: bool = False) -> str | None:
+        value = self.data.get(key, default)
+        if value is None and required:
+            self.fail((), f"missing field '{key}'")
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            self.fail((key,), "must be a non-empty string")
+        return value
+
+    def path_of(self, key: str, default: Path | None = None, required: bool = False) -> Path | None:
+        value = self.string(key, None, required)
+        if value is None:
+            return default
+        if Path(value).is_absolute():
+            return Path(value)
+        return (self.path.parent / value).resolve()
+
+    def listen(self, default_port: int) -> tuple[str, int]:
+        value = self.string("listen", f"127.0.0.1:{default_port}")
+        host, sep, port = value.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            self.fail(("listen",), f"must be host:port, got {value!r}")
+        return host, int(port)
+
+    def convert(self, key: str, parse: Any, default: Any) -> Any:
+        if key not in self.data:
+            return default
+        try:
+            return parse(self.data[key])
+        except ValueError as exc:
+            self.fail((key,), str(exc))
+
+    def tls(self, key: str = "tls") -> TLSConfig | None:
+        if key not in self.data:
+            return None
+        table = _Reader(self.path, self.lines, self.table + (key,), self.data[key])
+        table.only(("cert", "key", "ca"))
+        return TLSConfig(
+            cert=table.path_of("cert", required=True),
+            key=table.path_of("key", required=True),
+            ca=table.path_of("ca"),
+        )
+
+
+def _check_tables(path: Path, lines: SourceMap, data: dict, allowed: tuple[str, ...]) -> None:
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(path, lines.line(key), key,
+                              f"unknown field; expected one of: {', '.join(allowed)}")
+
+
+def load_scheduler_config(path: str | Path) -> SchedulerConfig:
+    """Read scheduler.toml; every mistake raises ConfigError naming file, line and field."""
+    path = Path(path)
+    data, lines = read_toml(path, ConfigError)
+    _check_tables(path, lines, data, ("scheduler", "agents"))
+    main = _Reader(path, lines, ("scheduler",), data.get("scheduler", {}))
+    main.only(("listen", "state_dir", "run_dir", "jobs_dir", "api_tokens_file", "log_level",
+               "tls", "calendars_file"))
+    host, port = main.listen(8480)
+    level = main.string("log_level", "info")
+    if level not in LOG_LEVELS:
+        main.fail(("log_level",), f"must be one of: {', '.join(LOG_LEVELS)}")
+    agents: dict[str, AgentRef] = {}
+    all_agents = _Reader(path, lines, ("agents",), data.get("agents", {}))
+    for name, table in all_agents.data.items():
+        agent = _Reader(path, lines, ("agents", name), table)
+        agent.only(("url", "token_file", "labels", "ca"))
+        url = agent.string("url", required=True)
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            agent.fail(("url",), f"must be an http:// or https:// URL, got {url!r}")
+        labels = agent.data.get("labels", [])
+        if not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+            agent.fail(("labels",), "must be a list of strings")
+        agents[name] = AgentRef(name=name, url=url.rstrip("/"),
+                                token_file=agent.path_of("token_file", required=True),
+                                labels=tuple(labels), ca=agent.path_of("ca"))
+    return SchedulerConfig(
+        path=path,
+        listen_host=host,
+        listen_port=port,
+        state_dir=main.path_of("state_dir", Path("/var/lib/hasched")),
+        run_dir=main.path_of("run_dir", Path("/run/hasched")),
+        jobs_dir=main.path_of("jobs_dir", Path("/etc/hasched/jobs")),
+        api_tokens_file=main.path_of("api_tokens_file"),
+        log_level=level,
+        tls=main.tls(),
+        calendars_file=main.path_of("calendars_file"),
+        agents=agents,
+    )
+
+
+def load_agent_config(path: str | Path) -> AgentConfig:
+    """Read agent.toml; every mistake raises ConfigError naming file, line and field."""
+    path = Path(path)
+    data, lines = read_toml(path, ConfigError)
+    _check_tables(path, lines, data, ("agent",))
+    main = _Reader(path, lines, ("agent",), data.get("agent", {}))
+    main.only(("name", "listen", "state_dir", "token_file", "output_limit", "kill_grace",
+               "retention", "tls"))
+    host, port = main.listen(8481)
+    return AgentConfig(
+        path=path,
+        name=main.string("name", socket.gethostname().split(".")[0]),
+        listen_host=host,
+        listen_port=port,
+        state_dir=main.path_of("state_dir", Path("/var/lib/hasched-agent")),
+        token_file=main.path_of("token_file", required=True),
+        output_limit=main.convert("output_limit", parse_size, 10 * 1024 * 1024),
+        kill_grace=main.convert("kill_grace", parse_duration, 10.0),
+        retention=main.convert("retention", parse_duration, 7 * 86400.0),
+        tls=main.tls(),
+    )
+
+
+def _token_lines(path: str | Path) -> list[str]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, None, "cannot read", exc.strerror or str(exc)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(path, None, "cannot read", "not UTF-8 text") from None
+    tokens = [line.strip() for line in text.splitlines()]
+    tokens = [t for t in tokens if t and not t.startswith("#")]
+    if not tokens:
+        raise ConfigError(path, None, "token", "no token in file")
+    return tokens
+
+
+def read_token(path: str | Path) -> str:
+    """The first non-comment line of a token file, stripped."""
+    return _token_lines(path)[0]
+
+
+def read_tokens(path: str | Path) -> frozenset[str]:
+    """Every non-comment line of a token file (one bearer token per line)."""
+    return frozenset(_token_lines(path))

@@ -1,0 +1,150 @@
+from pathlib import Path
+
+import pytest
+
+from scheduler.config import (
+    AgentRef,
+    ConfigError,
+    TLSConfig,
+    load_agent_config,
+    load_scheduler_config,
+    read_token,
+    read_tokens,
+)
+
+pytestmark = pytest.mark.unit
+
+SCHEDULER = """\
+[scheduler]
+listen = "127.0.0.1:9480"
+state_dir = "state"
+run_dir = "/tmp/hasched-run"
+jobs_dir = "jobs"
+api_tokens_file = "api-tokens"
+log_level = "debug"
+tls = { cert = "c.pem", key = "k.pem", ca = "/etc/ca.pem" }
+calendars_file = "calendars.toml"
+
+[agents.db1]
+url = "http://192.168.56.13:8481"
+token_file = "/etc/hasched/agents/db1.token"
+labels = ["linux", "db"]
+
+[agents.db2]
+url = "https://db2:8481/"
+token_file = "db2.token"
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "conf.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_scheduler_config_full(tmp_path):
+    config = load_scheduler_config(write(tmp_path, SCHEDULER))
+    assert (config.listen_host, config.listen_port) == ("127.0.0.1", 9480)
+    assert config.state_dir == tmp_path / "state"
+    assert config.run_dir == Path("/tmp/hasched-run")
+    assert config.jobs_dir == tmp_path / "jobs"
+    assert config.api_tokens_file == tmp_path / "api-tokens"
+    assert config.log_level == "debug"
+    assert config.tls == TLSConfig(tmp_path / "c.pem", tmp_path / "k.pem", Path("/etc/ca.pem"))
+    assert config.calendars_file == tmp_path / "calendars.toml"
+    assert config.agents == {
+        "db1": AgentRef("db1", "http://192.168.56.13:8481",
+                        Path("/etc/hasched/agents/db1.token"), ("linux", "db"), None),
+        "db2": AgentRef("db2", "https://db2:8481", tmp_path / "db2.token", (), None),
+    }
+
+
+def test_scheduler_config_defaults(tmp_path):
+    config = load_scheduler_config(write(tmp_path, ""))
+    assert (config.listen_host, config.listen_port) == ("127.0.0.1", 8480)
+    assert config.state_dir == Path("/var/lib/hasched")
+    assert config.run_dir == Path("/run/hasched")
+    assert config.jobs_dir == Path("/etc/hasched/jobs")
+    assert config.log_level == "info"
+    assert config.api_tokens_file is None and config.tls is None and config.agents == {}
+
+
+def test_agent_config_full_and_defaults(tmp_path):
+    config = load_agent_config(write(tmp_path, """\
+[agent]
+name = "db1"
+listen = "0.0.0.0:9481"
+state_dir = "/tmp/a"
+token_file = "agent.token"
+output_limit = "512KiB"
+kill_grace = "3s"
+retention = "1d"
+tls = { cert = "/c", key = "/k" }
+"""))
+    assert config.name == "db1"
+    assert (config.listen_host, config.listen_port) == ("0.0.0.0", 9481)
+    assert config.token_file == tmp_path / "agent.token"
+    assert (config.output_limit, config.kill_grace, config.retention) == (512 * 1024, 3.0, 86400.0)
+    assert config.tls == TLSConfig(Path("/c"), Path("/k"), None)
+    minimal = load_agent_config(write(tmp_path, '[agent]\ntoken_file = "/t"\n', "b.toml"))
+    assert (minimal.listen_host, minimal.listen_port) == ("127.0.0.1", 8481)
+    assert minimal.state_dir == Path("/var/lib/hasched-agent")
+    assert (minimal.output_limit, minimal.kill_grace, minimal.retention) == (
+        10 * 1024 * 1024, 10.0, 7 * 86400.0)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('[scheduler]\nlisten = "x"\nport = 3\n',
+     "3: scheduler.port: unknown field; expected one of: listen, state_dir, run_dir, jobs_dir, "
+     "api_tokens_file, log_level, tls, calendars_file"),
+    ('[scheduler]\nlisten = "localhost"\n',
+     "2: scheduler.listen: must be host:port, got 'localhost'"),
+    ('[scheduler]\nlog_level = "loud"\n',
+     "2: scheduler.log_level: must be one of: debug, info, warning, error"),
+    ('[agents.db1]\nurl = "ftp://x"\ntoken_file = "t"\n',
+     "2: agents.db1.url: must be an http:// or https:// URL, got 'ftp://x'"),
+    ('[agents.db1]\nurl = "http://x:1"\n', "1: agents.db1: missing field 'token_file'"),
+    ('\n[agents.db1]\nurl = "http://x:1"\ntoken_file = "t"\nlabels = "linux"\n',
+     "5: agents.db1.labels: must be a list of strings"),
+    ('[scheduler]\ntls = { cert = "c", ca = "a" }\n', "2: scheduler.tls: missing field 'key'"),
+    ('[schedular]\n', "1: schedular: unknown field; expected one of: scheduler, agents"),
+    ('[scheduler]\nlisten = "127.0.0.1:80\n',
+     "2: syntax: illegal character '\\n' (column 23)"),
+])
+def test_scheduler_config_errors_name_file_line_field(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_scheduler_config(path)
+    assert str(info.value) == f"{path}:{expected}"
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('[agent]\ntoken_file = "t"\nkill_grace = "soon"\n',
+     "3: agent.kill_grace: not a duration: 'soon' (use e.g. 30s, 5m, 2h, 1d)"),
+    ('[agent]\ntoken_file = "t"\noutput_limit = "lots"\n',
+     "3: agent.output_limit: not a size: 'lots' (use e.g. 512KiB, 10MiB, 1GiB or bytes)"),
+    ('[agent]\nname = "a"\n', "1: agent: missing field 'token_file'"),
+])
+def test_agent_config_errors(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_agent_config(path)
+    assert str(info.value) == f"{path}:{expected}"
+
+
+def test_missing_file_is_one_line(tmp_path):
+    path = tmp_path / "absent.toml"
+    with pytest.raises(ConfigError) as info:
+        load_scheduler_config(path)
+    assert str(info.value) == f"{path}: cannot read: No such file or directory"
+
+
+def test_tokens_skip_comments_and_blank_lines(tmp_path):
+    path = write(tmp_path, "# the API tokens\n\n  s3cret-one  \n# old\ns3cret-two\n", "tokens")
+    assert read_token(path) == "s3cret-one"
+    assert read_tokens(path) == frozenset({"s3cret-one", "s3cret-two"})
+    empty = write(tmp_path, "# nothing\n", "empty")
+    with pytest.raises(ConfigError) as info:
+        read_token(empty)
+    assert str(info.value) == f"{empty}: token: no token in file"

@@ -1,0 +1,43 @@
+import pytest
+
+from scheduler.units import format_duration, parse_duration, parse_size
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("text, seconds", [
+    ("30s", 30), ("5m", 300), ("2h", 7200), ("1d", 86400), ("1h30m", 5400),
+    ("1d2h3m4s", 93784), ("90", 90), (45, 45), (1.5, 1.5), ("0.5s", 0.5),
+])
+def test_parse_duration_accepts_documented_forms(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["5x", "", "m", "1m1h", "-5s", -1, True, None, "1 h"])
+def test_parse_duration_rejects_with_hint(bad):
+    with pytest.raises(ValueError) as info:
+        parse_duration(bad)
+    assert str(info.value) == f"not a duration: {bad!r} (use e.g. 30s, 5m, 2h, 1d)"
+
+
+@pytest.mark.parametrize("seconds, text", [
+    (0, "0s"), (30, "30s"), (300, "5m"), (5400, "1h30m"), (86400, "1d"), (90061, "1d1h1m1s"),
+    (0.5, "0.5s"),
+])
+def test_format_duration_round_trips(seconds, text):
+    assert format_duration(seconds) == text
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text, size", [
+    ("10MiB", 10 * 1024 * 1024), ("512KiB", 512 * 1024), ("1GiB", 1 << 30), ("100B", 100),
+    (4096, 4096), ("1MB", 1_000_000), ("77", 77),
+])
+def test_parse_size_accepts_documented_forms(text, size):
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("bad", ["10 furlongs", "MiB", -1, "1.5MiB", False])
+def test_parse_size_rejects(bad):
+    with pytest.raises(ValueError, match=r"^not a size: "):
+        parse_size(bad)
