@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from scheduler.auth import bearer_token, token_allowed
+from scheduler.ledger import STATES as LEDGER_STATES
 from scheduler.metrics import CONTENT_TYPE, Metrics
 from scheduler.service import NotActive, NotFound, Service
 
@@ -23,11 +24,8 @@ SERVICE_KEY = web.AppKey("service", Service)
 TOKENS_KEY = web.AppKey("tokens", frozenset)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 
-# Every state a run row can be in (the agent's states plus those only the ledger knows).
-RUN_STATES = frozenset(
-    {"pending", "dispatched", "running", "succeeded", "failed", "timed-out", "cancelled",
-     "lost", "skipped"}
-)
+# The ledger owns the list of run states; the API only checks a filter against it.
+RUN_STATES = frozenset(LEDGER_STATES)
 STREAMS = frozenset({"stdout", "stderr"})
 MAX_LIMIT = 10_000
 

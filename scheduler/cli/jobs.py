@@ -1,0 +1,157 @@
+"""`hasched jobs`: list, show, run, pause, resume (REST) and validate (offline, on files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scheduler.cli.client import Client, CliError, client_options, quote
+from scheduler.cli.output import json_option, print_json, print_record, print_table
+
+JOB_ORDER = ("name", "paused", "next_fire", "schedule", "cron", "every", "at", "timezone",
+             "agent", "pool", "command", "timeout", "retries")
+
+
+def _schedule(job: dict[str, Any]) -> Any:
+    for key in ("schedule", "cron", "every", "at"):
+        if job.get(key):
+            value = job[key]
+            return value if key in ("schedule", "cron") else f"{key} {value}"
+    return job.get("trigger")
+
+
+def _target(job: dict[str, Any]) -> Any:
+    if job.get("agent"):
+        return job["agent"]
+    if job.get("pool"):
+        return f"pool:{job['pool']}"
+    return None
+
+
+@click.group("jobs")
+def jobs() -> None:
+    """Jobs the scheduler knows: list, inspect, run now, pause, resume, validate files."""
+
+
+@jobs.command("list")
+@client_options
+@json_option
+def list_jobs(client: Client, as_json: bool) -> None:
+    """List every job with its schedule, target and next fire time.
+
+    Example: hasched jobs list --json
+    """
+    answer = client.get_json("/v1/jobs")
+    if as_json:
+        print_json(answer)
+        return
+    print_table(sorted(answer.get("jobs", []), key=lambda j: j.get("name", "")), [
+        ("NAME", lambda j: j.get("name")),
+        ("SCHEDULE", _schedule),
+        ("TARGET", _target),
+        ("NEXT FIRE", lambda j: "paused" if j.get("paused") else j.get("next_fire")),
+    ], empty="no jobs")
+
+
+@jobs.command("show")
+@click.argument("name")
+@client_options
+@json_option
+def show_job(client: Client, name: str, as_json: bool) -> None:
+    """Show one job's definition, next fire time and whether it is paused.
+
+    Example: hasched jobs show nightly-backup
+    """
+    job = client.get_json(f"/v1/jobs/{quote(name)}")
+    if as_json:
+        print_json(job)
+    else:
+        print_record(job, JOB_ORDER)
+
+
+@jobs.command("run")
+@click.argument("name")
+@client_options
+@json_option
+def run_job(client: Client, name: str, as_json: bool) -> None:
+    """Start a run of a job now, outside its schedule; prints the new run id.
+
+    Example: hasched jobs run nightly-backup && hasched runs list --job nightly-backup
+    """
+    answer = client.post_json(f"/v1/jobs/{quote(name)}/run")
+    if as_json:
+        print_json(answer)
+    else:
+        click.echo(f"started {answer.get('run', {}).get('run_id', '?')}")
+
+
+@jobs.command("pause")
+@click.argument("name")
+@client_options
+def pause_job(client: Client, name: str) -> None:
+    """Stop a job from firing on its schedule until resumed (manual runs still work).
+
+    Example: hasched jobs pause nightly-backup
+    """
+    client.post_json(f"/v1/jobs/{quote(name)}/pause")
+    click.echo(f"paused {name}")
+
+
+@jobs.command("resume")
+@click.argument("name")
+@client_options
+def resume_job(client: Client, name: str) -> None:
+    """Let a paused job fire on its schedule again; prints its next fire time.
+
+    Example: hasched jobs resume nightly-backup
+    """
+    job = client.post_json(f"/v1/jobs/{quote(name)}/resume")
+    click.echo(f"resumed {name}; next fire {job.get('next_fire') or '-'}")
+
+
+@jobs.command("validate")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
+              help="Scheduler config: also check agent, pool and calendar names against it.")
+def validate_jobs(path: Path, config_file: Path | None) -> None:
+    """Check job files OFFLINE (a file or a directory of *.toml); no scheduler needed.
+
+    Prints each error as `file:line: field: message` and exits 1 if there is any,
+    else prints "N jobs OK".
+
+    Example: hasched jobs validate /etc/hasched/jobs --config /etc/hasched/scheduler.toml
+    """
+    from scheduler.jobs import validate_path
+
+    if not path.exists():
+        raise CliError(f"{path}: no such file or directory")
+    names = _config_names(config_file) if config_file else {}
+    errors = validate_path(path, **names)
+    for error in errors:
+        click.echo(str(error))
+    if errors:
+        raise SystemExit(1)
+    n = _count_job_files(path)
+    click.echo(f"{n} job{'' if n == 1 else 's'} OK")
+
+
+def _count_job_files(path: Path) -> int:
+    # One job per file (docs/interfaces.md: jobs_dir holds *.toml job files).
+    return len(list(path.glob("*.toml"))) if path.is_dir() else 1
+
+
+def _config_names(config_file: Path) -> dict[str, Any]:
+    """Agent, pool and calendar names a job may refer to, from the scheduler configuration."""
+    from scheduler.config import ConfigError, load_scheduler_config
+
+    try:
+        config = load_scheduler_config(config_file)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from None
+    agents = getattr(config, "agents", {}) or {}
+    pools = {label for agent in agents.values() for label in getattr(agent, "labels", ())}
+    calendars = getattr(config, "calendars", None)
+    return {"agents": set(agents), "pools": pools,
+            "calendars": set(calendars) if calendars is not None else None}

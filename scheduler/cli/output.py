@@ -1,0 +1,52 @@
+"""How the CLI shows answers: aligned plain-text tables for people, --json for programs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import click
+
+Column = tuple[str, Callable[[dict[str, Any]], Any]]
+
+
+def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the server's JSON answer instead of a table.")(func)
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def cell(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ",".join(cell(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return " ".join(str(value).split())
+
+
+def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column],
+                empty: str = "(none)") -> None:
+    grid = [[title for title, _ in columns]]
+    grid += [[cell(get(row)) for _, get in columns] for row in rows]
+    if len(grid) == 1:
+        click.echo(empty)
+        return
+    widths = [max(len(line[i]) for line in grid) for i in range(len(columns))]
+    for line in grid:
+        click.echo("  ".join(text.ljust(w) for text, w in zip(line, widths, strict=True)).rstrip())
+
+
+def print_record(record: dict[str, Any], order: Sequence[str] = ()) -> None:
+    """One object as `key: value` lines, the keys in `order` first, the rest sorted."""
+    keys = [k for k in order if k in record] + sorted(k for k in record if k not in order)
+    width = max((len(k) for k in keys), default=0)
+    for key in keys:
+        click.echo(f"{key + ':':<{width + 1}} {cell(record[key])}")

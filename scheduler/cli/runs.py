@@ -1,0 +1,128 @@
+"""`hasched runs`: list runs, show one, print its output."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import click
+
+from scheduler.cli.client import Client, client_options, quote
+from scheduler.cli.output import json_option, print_json, print_record, print_table
+
+RUN_ORDER = ("run_id", "attempt", "job", "state", "reason", "exit_code", "agent", "epoch",
+             "nominal", "started_at", "finished_at")
+_AGO = re.compile(r"(\d+)([smhd])")
+_SPAN = re.compile(r"(\d+[smhd])+")
+_UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+class TimeParam(click.ParamType):
+    """An ISO-8601 time, or a span back from now such as 30m, 2h, 1d, 1h30m."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        text = str(value).strip()
+        if _SPAN.fullmatch(text):
+            ago = sum((timedelta(**{_UNIT[u]: int(n)}) for n, u in _AGO.findall(text)),
+                      timedelta())
+            return _utc(datetime.now(UTC) - ago)
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            self.fail(f"{text!r} is neither an ISO-8601 time nor a span like 30m, 2h, 1d", param,
+                      ctx)
+        return _utc(when if when.tzinfo else when.replace(tzinfo=UTC))
+
+
+def _utc(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _duration(run: dict[str, Any]) -> str | None:
+    try:
+        start = datetime.fromisoformat(run["started_at"])
+        end = datetime.fromisoformat(run["finished_at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    seconds = int((end - start).total_seconds())
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+@click.group("runs")
+def runs() -> None:
+    """Runs of jobs, newest first: list, inspect, read their output."""
+
+
+@runs.command("list")
+@click.option("--job", default=None, help="Only runs of this job.")
+@click.option("--state", default=None,
+              help="Only runs in this state (scheduled, dispatched, running, succeeded, "
+                   "failed, timed-out, cancelled, lost).")
+@click.option("--since", type=TimeParam(), default=None,
+              help="Only runs since this time: ISO-8601, or a span back from now (2h, 1d).")
+@click.option("--until", type=TimeParam(), default=None, help="Only runs before this time.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True,
+              help="At most this many runs.")
+@client_options
+@json_option
+def list_runs(client: Client, job: str | None, state: str | None, since: str | None,
+              until: str | None, limit: int, as_json: bool) -> None:
+    """List runs, newest first, optionally filtered.
+
+    Example: hasched runs list --job nightly-backup --state failed --since 1d
+    """
+    answer = client.get_json("/v1/runs", {"job": job, "state": state, "since": since,
+                                          "until": until, "limit": limit})
+    if as_json:
+        print_json(answer)
+        return
+    print_table(answer.get("runs", []), [
+        ("RUN ID", lambda r: r.get("run_id")),
+        ("TRY", lambda r: r.get("attempt")),
+        ("STATE", lambda r: r.get("state")),
+        ("AGENT", lambda r: r.get("agent")),
+        ("STARTED", lambda r: r.get("started_at")),
+        ("TOOK", _duration),
+        ("EXIT", lambda r: r.get("exit_code")),
+    ], empty="no runs")
+
+
+@runs.command("show")
+@click.argument("run_id")
+@client_options
+@json_option
+def show_run(client: Client, run_id: str, as_json: bool) -> None:
+    """Show one run: state, reason, agent, attempt, times.
+
+    Example: hasched runs show 'nightly-backup@2026-12-01T01:30:00Z'
+    """
+    run = client.get_json(f"/v1/runs/{quote(run_id)}")
+    if as_json:
+        print_json(run)
+    else:
+        print_record(run, RUN_ORDER)
+
+
+@runs.command("logs")
+@click.argument("run_id")
+@click.option("--stderr", is_flag=True, help="Print the run's stderr instead of its stdout.")
+@client_options
+@json_option
+def run_logs(client: Client, run_id: str, stderr: bool, as_json: bool) -> None:
+    """Print a run's output: its stdout, or its stderr with --stderr.
+
+    Example: hasched runs logs 'nightly-backup@2026-12-01T01:30:00Z' --stderr
+    """
+    stream = "stderr" if stderr else "stdout"
+    text = client.get_text(f"/v1/runs/{quote(run_id)}/output", {"stream": stream})
+    if as_json:
+        print_json({"run_id": run_id, "stream": stream, "output": text})
+    else:
+        click.echo(text, nl=False)
