@@ -1,0 +1,122 @@
+"""The agent process: config, store, runner, HTTP API, signals.
+
+SIGTERM/SIGINT stop the API and the watching but leave the supervisors running: each run has its
+own supervisor in its own session, and the next agent start adopts them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import ssl
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from scheduler.agent.api import AgentAPI
+from scheduler.agent.runner import Runner
+from scheduler.agent.store import Store
+from scheduler.config import AgentConfig, ConfigError, load_agent_config, read_token
+
+log = logging.getLogger("hasched.agent")
+
+PURGE_INTERVAL = 3600.0
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("hasched")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def ssl_context(cfg: AgentConfig) -> ssl.SSLContext | None:
+    if cfg.tls is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cfg.tls.cert), str(cfg.tls.key))
+    return ctx
+
+
+async def purge_loop(store: Store, retention: float) -> None:
+    while True:
+        try:
+            n = store.purge(retention)
+            if n:
+                log.info("forgot %d acknowledged run(s) older than the retention", n)
+        except Exception:
+            log.exception("purging old runs failed")
+        await asyncio.sleep(PURGE_INTERVAL)
+
+
+async def serve(cfg: AgentConfig, token: str) -> None:
+    Path(cfg.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = Store(cfg.state_dir)
+    runner = Runner(store, output_limit=cfg.output_limit, kill_grace=cfg.kill_grace)
+    runner.recover()
+    app = AgentAPI(cfg.name, token, store, runner).app()
+    web_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await web_runner.setup()
+    site = web.TCPSite(web_runner, cfg.listen_host, cfg.listen_port, ssl_context=ssl_context(cfg))
+    await site.start()
+    scheme = "https" if cfg.tls else "http"
+    log.info("agent %s listening on %s://%s:%d (epoch %d, %d run(s) in flight)", cfg.name,
+             scheme, cfg.listen_host, cfg.listen_port, store.epoch(), len(runner.tracked))
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runner.start_watching()
+    purger = loop.create_task(purge_loop(store, cfg.retention))
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping; %d run(s) left to their supervisors", len(runner.tracked))
+        purger.cancel()
+        await runner.stop_watching()
+        await web_runner.cleanup()
+        store.close()
+
+
+def run(config: str, log_level: str = "info") -> int:
+    """`hasched agent run`: returns the exit status."""
+    setup_logging(log_level)
+    try:
+        cfg = load_agent_config(config)
+        if cfg.token_file is None:
+            raise ConfigError(config, None, "token_file", "is required")
+        token = read_token(cfg.token_file)
+        ctx_check = ssl_context(cfg)  # fail now, in one line, on a bad certificate or key
+        del ctx_check
+    except ConfigError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except (OSError, ssl.SSLError) as e:
+        print(f"{config}: tls: {e}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(cfg, token))
+    except OSError as e:  # e.g. the port is taken, the state directory is not writable
+        log.error("cannot start: %s", e)
+        return 1
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hasched-agent")
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--log-level", default="info", choices=LOG_LEVELS)
+    args = parser.parse_args(argv)
+    return run(args.config, args.log_level)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The agent's durable memory: every run it accepted, keyed by (run_id, attempt), and the
+highest scheduler epoch it has seen.
+
+SQLite in WAL mode with synchronous=FULL: every commit is fsynced before it returns. The API
+commits a run's record before it answers 201 and raises the epoch before it acts on an order, so
+a power cut can lose only requests that were never answered; the scheduler retries those, and the
+duplicate check then recognises whatever did reach the disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from scheduler.protocol import RUNNING, iso, make_run, utc_now
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    job TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    exit_code INTEGER,
+    reason TEXT,
+    pid INTEGER,            -- the job's process (leader of its process group)
+    sup_pid INTEGER,        -- its supervisor
+    sup_ctime REAL,         -- the supervisor's create time: a pid alone may have been reused
+    timeout REAL,
+    started_at TEXT NOT NULL,   -- ISO UTC, fixed width, so text order is time order
+    finished_at TEXT,
+    acked INTEGER NOT NULL DEFAULT 0,
+    acked_at TEXT,
+    stdout_bytes INTEGER NOT NULL DEFAULT 0,
+    stderr_bytes INTEGER NOT NULL DEFAULT 0,
+    truncated INTEGER NOT NULL DEFAULT 0,
+    rundir TEXT NOT NULL,
+    PRIMARY KEY (run_id, attempt)
+);
+CREATE INDEX IF NOT EXISTS runs_state ON runs (state);
+CREATE INDEX IF NOT EXISTS runs_started ON runs (started_at);
+"""
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    attempt: int
+    job: str
+    epoch: int
+    state: str
+    exit_code: int | None
+    reason: str | None
+    pid: int | None
+    sup_pid: int | None
+    sup_ctime: float | None
+    timeout: float | None
+    started_at: str
+    finished_at: str | None
+    acked: bool
+    acked_at: str | None
+    stdout_bytes: int
+    stderr_bytes: int
+    truncated: bool
+    rundir: str
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.run_id, self.attempt)
+
+    def to_run(self) -> dict[str, Any]:
+        return make_run(
+            run_id=self.run_id, job=self.job, attempt=self.attempt, epoch=self.epoch,
+            state=self.state, exit_code=self.exit_code, reason=self.reason, pid=self.pid,
+            started_at=self.started_at, finished_at=self.finished_at, acked=self.acked,
+            stdout_bytes=self.stdout_bytes, stderr_bytes=self.stderr_bytes,
+            truncated=self.truncated,
+        )
+
+
+_COLUMNS = [f for f in RunRecord.__dataclass_fields__]
+
+
+def rundir_name(run_id: str, attempt: int) -> str:
+    """A file name for the run's directory: readable when possible, always unique and short."""
+    name = quote(run_id, safe="@:+-._")
+    if len(name) > 180 or name.startswith("."):
+        name = hashlib.sha256(run_id.encode()).hexdigest()
+    return f"{name}.{attempt}"
+
+
+class Store:
+    def __init__(self, state_dir: str | Path):
+        self.state_dir = Path(state_dir)
+        self.output_dir = self.state_dir / "output"
+        self.output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.db = sqlite3.connect(self.state_dir / "agent.sqlite", isolation_level=None)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- epoch --------------------------------------------------------------------------------
+    def epoch(self) -> int:
+        row = self.db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
+        return row[0] if row else 0
+
+    def raise_epoch(self, epoch: int) -> None:
+        """Durably remember `epoch` if it is higher than any seen so far."""
+        self.db.execute(
+            "INSERT INTO meta (key, value) VALUES ('epoch', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+            (epoch,),
+        )
+
+    # -- runs ---------------------------------------------------------------------------------
+    def _record(self, row: sqlite3.Row | None) -> RunRecord | None:
+        if row is None:
+            return None
+        d = dict(row)
+        d["acked"] = bool(d["acked"])
+        d["truncated"] = bool(d["truncated"])
+        return RunRecord(**d)
+
+    def get(self, run_id: str, attempt: int) -> RunRecord | None:
+        row = self.db.execute(
+            "SELECT * FROM runs WHERE run_id=? AND attempt=?", (run_id, attempt)
+        ).fetchone()
+        return self._record(row)
+
+    def insert(
+        self, *, run_id: str, attempt: int, job: str, epoch: int, timeout: float | None
+    ) -> RunRecord:
+        rundir = str(self.output_dir / rundir_name(run_id, attempt))
+        self.db.execute(
+            "INSERT INTO runs (run_id, attempt, job, epoch, state, timeout, started_at, rundir) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, attempt, job, epoch, RUNNING, timeout, iso(utc_now()), rundir),
+        )
+        rec = self.get(run_id, attempt)
+        assert rec is not None
+        return rec
+
+    def update(self, run_id: str, attempt: int, **fields: Any) -> None:
+        bad = set(fields) - set(_COLUMNS)
+        if bad:
+            raise KeyError(f"unknown run fields: {sorted(bad)}")
+        sets = ", ".join(f"{k}=?" for k in fields)
+        self.db.execute(
+            f"UPDATE runs SET {sets} WHERE run_id=? AND attempt=?",
+            (*fields.values(), run_id, attempt),
+        )
+
+    def running(self) -> list[RunRecord]:
+        rows = self.db.execute("SELECT * FROM runs WHERE state=?", (RUNNING,)).fetchall()
+        return [r for r in map(self._record, rows) if r is not None]
+
+    def count_running(self) -> int:
+        return self.db.execute("SELECT count(*) FROM runs WHERE state=?", (RUNNING,)).fetchone()[0]
+
+    def unacked(self) -> list[RunRecord]:
+        rows = self.db.execute(
+            "SELECT * FROM runs WHERE acked=0 ORDER BY started_at, run_id, attempt"
+        ).fetchall()
+        return [r for r in map(self._record, rows) if r is not None]
+
+    def since(self, t: datetime) -> list[RunRecord]:
+        rows = self.db.execute(
+            "SELECT * FROM runs WHERE started_at >= ? ORDER BY started_at, run_id, attempt",
+            (iso(t),),
+        ).fetchall()
+        return [r for r in map(self._record, rows) if r is not None]
+
+    def ack(self, run_id: str, attempt: int) -> None:
+        self.db.execute(
+            "UPDATE runs SET acked=1, acked_at=coalesce(acked_at, ?) WHERE run_id=? AND attempt=?",
+            (iso(utc_now()), run_id, attempt),
+        )
+
+    def purge(self, retention: float) -> int:
+        """Forget acknowledged runs older than `retention` seconds, with their output."""
+        cutoff = iso(utc_now() - timedelta(seconds=retention))
+        rows = self.db.execute(
+            "SELECT run_id, attempt, rundir FROM runs WHERE acked=1 AND acked_at < ?", (cutoff,)
+        ).fetchall()
+        for row in rows:
+            # Output first: a crash in between leaves a record without output, never the reverse.
+            shutil.rmtree(row["rundir"], ignore_errors=True)
+            self.db.execute(
+                "DELETE FROM runs WHERE run_id=? AND attempt=?", (row["run_id"], row["attempt"])
+            )
+        return len(rows)

@@ -1,0 +1,243 @@
+"""One run's supervisor: `python -m scheduler.agent.supervise RUNDIR`.
+
+The agent starts one per run in a new session, so that the run survives an agent restart or
+crash. The supervisor starts the command in its own process group, copies its output into
+RUNDIR/stdout and RUNDIR/stderr (up to the limit), enforces the timeout, and writes
+RUNDIR/result.json when the command is over. SIGTERM from the agent means "cancel".
+
+Standard library only: it starts once per run and should start fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DRAIN_AFTER_EXIT = 2.0  # seconds to keep reading pipes held open by the job's leftovers
+CHUNK = 65536
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """tmp + fsync + rename + fsync(dir): the file is either absent or complete, and durable."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class Sink:
+    """One output stream into a file, capped at `limit` bytes."""
+
+    def __init__(self, path: Path, limit: int):
+        self.file = open(path, "wb")
+        self.limit = limit
+        self.written = 0
+        self.truncated = False
+
+    def write(self, data: bytes) -> None:
+        room = self.limit - self.written
+        if len(data) > room:
+            self.truncated = True
+            data = data[: max(room, 0)]
+        if data:
+            self.file.write(data)
+            self.file.flush()
+            self.written += len(data)
+
+    def close(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+
+
+def job_env(spec: dict[str, Any], account: pwd.struct_passwd) -> dict[str, str]:
+    """A minimal, predictable environment; the order's env goes over it."""
+    env = {
+        "PATH": SAFE_PATH,
+        "LANG": "C.UTF-8",
+        "HOME": account.pw_dir,
+        "USER": account.pw_name,
+        "LOGNAME": account.pw_name,
+        "SHELL": account.pw_shell or "/bin/sh",
+        "HASCHED_RUN_ID": spec["run_id"],
+        "HASCHED_JOB": spec["job"],
+        "HASCHED_ATTEMPT": str(spec["attempt"]),
+    }
+    env.update(spec.get("env") or {})
+    return env
+
+
+def resolve_user(name: str | None) -> tuple[pwd.struct_passwd, str | None]:
+    """(account to run as, error or None)."""
+    me = pwd.getpwuid(os.getuid())
+    if name is None:
+        return me, None
+    try:
+        account = pwd.getpwnam(name)
+    except KeyError:
+        return me, f"unknown user {name!r}"
+    if account.pw_uid != os.getuid() and os.geteuid() != 0:
+        return me, f"cannot run as user {name!r}: the agent is not running as root"
+    return account, None
+
+
+class Supervisor:
+    def __init__(self, rundir: Path):
+        self.rundir = rundir
+        self.spec = json.loads((rundir / "spec.json").read_text())
+        self.cancelled = False
+        self.timed_out = False
+        self.term_sent_at: float | None = None
+        self.killed = False
+        self.child: subprocess.Popen[bytes] | None = None
+        self.started_at = now_iso()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.cancelled = True
+
+    def _finish(self, **fields: Any) -> None:
+        result = {
+            "exit_code": None, "signal": None, "timed_out": self.timed_out,
+            "cancelled": self.cancelled and not self.timed_out and (
+                self.child is None or self.term_sent_at is not None), "error": None,
+            "started_at": self.started_at, "finished_at": now_iso(),
+            "pid": self.child.pid if self.child else None,
+            "stdout_bytes": 0, "stderr_bytes": 0, "truncated": False,
+        }
+        result.update(fields)
+        write_json_atomic(self.rundir / "result.json", result)
+
+    def _signal_group(self, sig: int) -> None:
+        assert self.child is not None
+        try:
+            os.killpg(self.child.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def run(self) -> None:
+        account, error = resolve_user(self.spec.get("user"))
+        if error:
+            self._finish(error=error)
+            return
+        if self.cancelled:  # cancelled before anything started
+            self._finish()
+            return
+        kwargs: dict[str, Any] = {}
+        if account.pw_uid != os.getuid():
+            kwargs = dict(
+                user=account.pw_uid, group=account.pw_gid,
+                extra_groups=os.getgrouplist(account.pw_name, account.pw_gid),
+            )
+        limit = int(self.spec["output_limit"])
+        sinks = {
+            "stdout": Sink(self.rundir / "stdout", limit),
+            "stderr": Sink(self.rundir / "stderr", limit),
+        }
+        try:
+            self.child = subprocess.Popen(
+                self.spec["command"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, cwd=self.spec.get("cwd") or account.pw_dir or "/",
+                env=job_env(self.spec, account), start_new_session=True, **kwargs,
+            )
+        except OSError as e:
+            for s in sinks.values():
+                s.close()
+            what = e.strerror or str(e)
+            self._finish(error=f"cannot start {self.spec['command'][0]!r}: {what}")
+            return
+        write_json_atomic(self.rundir / "started.json",
+                          {"pid": self.child.pid, "started_at": self.started_at})
+        status = self._pump(sinks)
+        for s in sinks.values():
+            s.close()
+        fields: dict[str, Any] = {
+            "stdout_bytes": sinks["stdout"].written, "stderr_bytes": sinks["stderr"].written,
+            "truncated": sinks["stdout"].truncated or sinks["stderr"].truncated,
+        }
+        if os.WIFSIGNALED(status):
+            fields["signal"] = os.WTERMSIG(status)
+        else:
+            fields["exit_code"] = os.WEXITSTATUS(status)
+        self._finish(**fields)
+
+    def _pump(self, sinks: dict[str, Sink]) -> int:
+        """Copy output until the job has exited and its pipes are drained; return wait status."""
+        assert self.child is not None and self.child.stdout and self.child.stderr
+        sel = selectors.DefaultSelector()
+        sel.register(self.child.stdout, selectors.EVENT_READ, sinks["stdout"])
+        sel.register(self.child.stderr, selectors.EVENT_READ, sinks["stderr"])
+        sel.register(self.wake_r, selectors.EVENT_READ, None)
+        timeout = self.spec.get("timeout")
+        grace = float(self.spec["kill_grace"])
+        deadline = time.monotonic() + timeout if timeout else None
+        status: int | None = None
+        drain_until = 0.0
+        open_pipes = 2
+        while status is None or (open_pipes and time.monotonic() < drain_until):
+            for key, _ in sel.select(timeout=0.2):
+                if key.data is None:
+                    os.read(self.wake_r, 512)  # a signal arrived; its flag is already set
+                    continue
+                data = os.read(key.fd, CHUNK)
+                if data:
+                    key.data.write(data)
+                else:
+                    sel.unregister(key.fileobj)
+                    open_pipes -= 1
+            now = time.monotonic()
+            if status is None:
+                pid, st = os.waitpid(self.child.pid, os.WNOHANG)
+                if pid:
+                    status = st
+                    drain_until = now + DRAIN_AFTER_EXIT
+                    continue
+                if deadline is not None and now >= deadline and not self.cancelled:
+                    self.timed_out = True
+                if (self.timed_out or self.cancelled) and self.term_sent_at is None:
+                    self._signal_group(signal.SIGTERM)
+                    self.term_sent_at = now
+                if self.term_sent_at is not None and now >= self.term_sent_at + grace:
+                    if not self.killed:
+                        self._signal_group(signal.SIGKILL)
+                        self.killed = True
+        sel.close()
+        return status
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m scheduler.agent.supervise RUNDIR", file=sys.stderr)
+        return 2
+    Supervisor(Path(argv[0])).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,305 @@
+"""What the scheduler and the agent exchange: the dispatch order, the RUN record, the client.
+
+This module is the only code the scheduler and the agent share (docs/interfaces.md, "Agent HTTP
+API"). The agent validates orders with `DispatchOrder.from_json`; the scheduler talks to agents
+through `AgentClient`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+# Run states (docs/interfaces.md). Only RUNNING is not final.
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+TIMED_OUT = "timed-out"
+CANCELLED = "cancelled"
+STATES = (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED)
+FINAL_STATES = frozenset(STATES) - {RUNNING}
+
+STREAMS = ("stdout", "stderr")
+JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MAX_RUN_ID = 256
+
+
+class ProtocolError(ValueError):
+    """An order or answer that does not follow the protocol; str() is one line."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(t: datetime | None) -> str | None:
+    """ISO-8601 UTC with a trailing Z, to the microsecond (so `since=` can be exact)."""
+    if t is None:
+        return None
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    """Parse ISO-8601; a time without zone is taken as UTC. Raises ProtocolError."""
+    try:
+        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        raise ProtocolError(f"not an ISO-8601 time: {text!r}") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return t.astimezone(UTC)
+
+
+def make_run(
+    *,
+    run_id: str,
+    job: str,
+    attempt: int,
+    epoch: int,
+    state: str,
+    exit_code: int | None = None,
+    reason: str | None = None,
+    pid: int | None = None,
+    started_at: str | None = None,
+    finished_at: str | None = None,
+    acked: bool = False,
+    stdout_bytes: int = 0,
+    stderr_bytes: int = 0,
+    truncated: bool = False,
+) -> dict[str, Any]:
+    """The RUN object of the agent API, with every field present."""
+    if state not in STATES:
+        raise ProtocolError(f"field 'state': unknown state {state!r}")
+    return {
+        "run_id": run_id,
+        "job": job,
+        "attempt": attempt,
+        "epoch": epoch,
+        "state": state,
+        "exit_code": exit_code,
+        "reason": reason,
+        "pid": pid,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "acked": acked,
+        "output": {"stdout": stdout_bytes, "stderr": stderr_bytes, "truncated": truncated},
+    }
+
+
+def _int_field(body: dict[str, Any], name: str, minimum: int) -> int:
+    value = body.get(name)
+    # bool is an int in Python; `true` is not an attempt number.
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ProtocolError(f"field '{name}': must be an integer >= {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class DispatchOrder:
+    run_id: str
+    job: str
+    attempt: int
+    epoch: int
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+    user: str | None = None
+    timeout: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, body: Any) -> DispatchOrder:
+        """Validate a decoded POST /v1/runs body. Raises ProtocolError with a one-line message."""
+        if not isinstance(body, dict):
+            raise ProtocolError("body: must be a JSON object")
+        run_id = body.get("run_id")
+        if (
+            not isinstance(run_id, str)
+            or not run_id
+            or len(run_id) > MAX_RUN_ID
+            or not run_id.isprintable()
+        ):
+            raise ProtocolError(
+                f"field 'run_id': must be a printable string of 1 to {MAX_RUN_ID} characters"
+            )
+        job = body.get("job")
+        if not isinstance(job, str) or not JOB_NAME.match(job):
+            raise ProtocolError(f"field 'job': must match {JOB_NAME.pattern}")
+        attempt = _int_field(body, "attempt", 1)
+        epoch = _int_field(body, "epoch", 0)
+        command = body.get("command")
+        if (
+            not isinstance(command, list)
+            or not command
+            or not all(isinstance(a, str) for a in command)
+            or not command[0]
+        ):
+            raise ProtocolError("field 'command': must be a non-empty list of strings")
+        env = body.get("env") or {}
+        if not isinstance(env, dict) or not all(
+            isinstance(k, str) and k and "=" not in k and isinstance(v, str)
+            for k, v in env.items()
+        ):
+            raise ProtocolError("field 'env': must be an object of string names to strings")
+        cwd = body.get("cwd")
+        if cwd is not None and (not isinstance(cwd, str) or not cwd.startswith("/")):
+            raise ProtocolError("field 'cwd': must be an absolute path or null")
+        user = body.get("user")
+        if user is not None and (not isinstance(user, str) or not user):
+            raise ProtocolError("field 'user': must be a user name or null")
+        timeout = body.get("timeout")
+        if timeout is not None and (
+            not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
+        ):
+            raise ProtocolError("field 'timeout': must be a positive number of seconds or null")
+        return cls(run_id, job, attempt, epoch, list(command), dict(env), cwd, user, timeout)
+
+
+def parse_epoch_body(body: Any) -> int:
+    """The `{"epoch": N}` body of ack and cancel."""
+    if not isinstance(body, dict):
+        raise ProtocolError("body: must be a JSON object")
+    return _int_field(body, "epoch", 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Client
+
+
+class AgentError(Exception):
+    """The agent answered, but refused: `.status` is the HTTP status, str() the agent's error."""
+
+    def __init__(self, message: str, status: int = 0):
+        super().__init__(message)
+        self.status = status
+
+
+class StaleEpoch(AgentError):
+    """The agent has seen a higher epoch than the order's: this scheduler has been superseded."""
+
+    def __init__(self, message: str, agent_epoch: int):
+        super().__init__(message, 409)
+        self.agent_epoch = agent_epoch
+
+
+class AgentUnreachable(Exception):
+    """No answer from the agent (connection refused, timeout, TLS failure); str() is one line."""
+
+
+class AgentClient:
+    """Talks to one agent. Create and use it inside the running event loop that will own it."""
+
+    def __init__(
+        self, name: str, url: str, token: str, ca: str | None = None, timeout: float = 5.0
+    ):
+        self.name = name
+        self.url = url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"}
+        self._ca = ca
+        self._timeout = timeout
+        self._session: Any = None
+
+    def __repr__(self) -> str:  # never show the token
+        return f"AgentClient({self.name!r}, {self.url!r})"
+
+    def _get_session(self) -> Any:
+        import aiohttp  # the agent's supervisor imports this module's siblings, not aiohttp
+
+        if self._session is None or self._session.closed:
+            ssl_ctx: Any = None
+            if self._ca:
+                ssl_ctx = ssl.create_default_context(cafile=self._ca)
+            self._session = aiohttp.ClientSession(
+                headers=self._headers,
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                connector=aiohttp.TCPConnector(ssl=ssl_ctx if ssl_ctx else None),
+            )
+        return self._session
+
+    @staticmethod
+    def _run_path(run_id: str, attempt: int) -> str:
+        return f"/v1/runs/{quote(run_id, safe='')}/{int(attempt)}"
+
+    async def _call(
+        self, method: str, path: str, *, body: Any = None, params: Any = None,
+        text: bool = False, allow_404: bool = False,
+    ) -> tuple[int, Any]:
+        import aiohttp
+
+        session = self._get_session()
+        try:
+            async with session.request(
+                method, self.url + path, json=body, params=params
+            ) as resp:
+                status = resp.status
+                raw = await resp.text()
+        except TimeoutError:
+            raise AgentUnreachable(
+                f"agent {self.name} ({self.url}): no answer within {self._timeout:g}s"
+            ) from None
+        except aiohttp.ClientError as e:
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise AgentUnreachable(f"agent {self.name} ({self.url}): {reason}") from None
+        if status == 404 and allow_404:
+            return status, None
+        if status >= 400:
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = {}
+            msg = data.get("error") if isinstance(data, dict) else None
+            msg = msg or f"HTTP {status}"
+            if status == 409 and isinstance(data, dict) and isinstance(data.get("epoch"), int):
+                raise StaleEpoch(msg, data["epoch"])
+            raise AgentError(f"agent {self.name}: {msg}", status)
+        if text:
+            return status, raw
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            raise AgentError(f"agent {self.name}: answer is not JSON", status) from None
+
+    async def health(self) -> dict[str, Any]:
+        return (await self._call("GET", "/v1/health"))[1]
+
+    async def dispatch(self, order: DispatchOrder) -> tuple[bool, dict[str, Any]]:
+        """(created, RUN): created is False when the agent already had this (run_id, attempt)."""
+        status, data = await self._call("POST", "/v1/runs", body=order.to_json())
+        return bool(data.get("created")), data["run"]
+
+    async def runs(
+        self, *, unacked: bool = False, since: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        params: dict[str, str] = {}
+        if unacked:
+            params["unacked"] = "1"
+        if since is not None:
+            params["since"] = iso(since) or ""
+        return (await self._call("GET", "/v1/runs", params=params))[1]["runs"]
+
+    async def run(self, run_id: str, attempt: int) -> dict[str, Any] | None:
+        return (await self._call("GET", self._run_path(run_id, attempt), allow_404=True))[1]
+
+    async def output(self, run_id: str, attempt: int, stream: str = "stdout") -> str:
+        path = self._run_path(run_id, attempt) + "/output"
+        return (await self._call("GET", path, params={"stream": stream}, text=True))[1]
+
+    async def ack(self, run_id: str, attempt: int, epoch: int) -> None:
+        path = self._run_path(run_id, attempt) + "/ack"
+        await self._call("POST", path, body={"epoch": epoch})
+
+    async def cancel(self, run_id: str, attempt: int, epoch: int) -> dict[str, Any]:
+        path = self._run_path(run_id, attempt) + "/cancel"
+        return (await self._call("POST", path, body={"epoch": epoch}))[1]
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
