@@ -150,8 +150,14 @@ def _config_names(config_file: Path) -> dict[str, Any]:
         config = load_scheduler_config(config_file)
     except ConfigError as exc:
         raise CliError(str(exc)) from None
-    agents = getattr(config, "agents", {}) or {}
-    pools = {label for agent in agents.values() for label in getattr(agent, "labels", ())}
-    calendars = getattr(config, "calendars", None)
-    return {"agents": set(agents), "pools": pools,
-            "calendars": set(calendars) if calendars is not None else None}
+    agents = config.agents
+    pools = {label for agent in agents.values() for label in agent.labels}
+    calendars = None
+    if config.calendars_file:
+        from scheduler.calendars import load_calendars
+
+        try:
+            calendars = load_calendars(config.calendars_file)
+        except ConfigError as exc:
+            raise CliError(str(exc)) from None
+    return {"agents": set(agents), "pools": pools, "calendars": calendars}
