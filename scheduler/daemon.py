@@ -1,0 +1,548 @@
+"""The scheduler process: roles (active | standby), the planning loop, reload; the Service that
+the REST API and the control socket talk to."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from scheduler import __version__
+from scheduler import planner as planning
+from scheduler.calendars import load_calendars
+from scheduler.config import (
+    ConfigError,
+    SchedulerConfig,
+    load_scheduler_config,
+    read_token,
+    read_tokens,
+)
+from scheduler.control import ControlServer
+from scheduler.dispatch import Dispatcher
+from scheduler.jobs import job_to_dict, load_jobs_dir
+from scheduler.ledger import (
+    BatchWriter,
+    Change,
+    Ledger,
+    LedgerError,
+    nominal_iso,
+    parse_time,
+    utc_iso,
+)
+from scheduler.protocol import AgentClient, StaleEpoch
+from scheduler.service import NotActive, NotFound
+
+log = logging.getLogger("hasched.scheduler")
+
+COLLECT_EVERY = 1.0
+PROBE_EVERY = 5.0
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _is_fire(job: Any, t: datetime) -> bool:
+    nxt = job.trigger.next_after(t - timedelta(seconds=1))
+    return nxt is not None and nominal_iso(nxt) == nominal_iso(t)
+
+
+def _source_of(obj: Any) -> str | None:
+    for attr in ("source", "path", "file"):
+        value = getattr(obj, attr, None)
+        if value:
+            return str(value)
+    return None
+
+
+class JobSet:
+    """The jobs in force. A job file with errors contributes nothing new: its jobs from the last
+    good load stay in force (a typo must not silently stop a production job)."""
+
+    def __init__(self, config: SchedulerConfig) -> None:
+        self.config = config
+        self.jobs: dict[str, Any] = {}
+        self.errors: list[str] = []
+
+    def load(self) -> list[str]:
+        agents = self.config.agents or {}
+        pools = {label for a in agents.values() for label in a.labels}
+        calendars = (load_calendars(self.config.calendars_file)
+                     if self.config.calendars_file else {})
+        fresh, errs = load_jobs_dir(self.config.jobs_dir, agents=set(agents), pools=pools,
+                                    calendars=calendars)
+        errors = [str(e) for e in errs]
+        bad_files = {_source_of(e) for e in errs} - {None}
+        for name, job in self.jobs.items():
+            if _source_of(job) in bad_files and name not in fresh:
+                fresh[name] = job
+        for e in errors:
+            log.error("job file: %s", e)
+        self.jobs, self.errors = fresh, errors
+        log.info("%d job(s) loaded, %d error(s)", len(fresh), len(errors))
+        return errors
+
+    @staticmethod
+    def to_dict(job: Any) -> dict[str, Any]:
+        return job_to_dict(job)
+
+
+class Scheduler:
+    """Implements scheduler.service.Service."""
+
+    def __init__(self, config: SchedulerConfig, role: str = "active", metrics: Any = None) -> None:
+        self.config = config
+        self.wanted_role = role
+        self.role = "standby"
+        self.metrics = metrics
+        self.ledger = Ledger(Path(config.state_dir) / "ledger.sqlite")
+        self.writer = BatchWriter(self.ledger)
+        self.jobset = JobSet(config)
+        # Tokens are read at construction so that a bad token file is a start-up error (exit 2).
+        agents = config.agents or {}
+        self.clients: dict[str, AgentClient] = {
+            n: AgentClient(n, a.url, read_token(a.token_file), str(a.ca) if a.ca else None)
+            for n, a in agents.items()}
+        self.api_tokens = (read_tokens(config.api_tokens_file) if config.api_tokens_file
+                           else frozenset())
+        self.dispatcher: Dispatcher | None = None
+        self.control = ControlServer(self, Path(config.run_dir))
+        self._tasks: list[asyncio.Task[None]] = []
+        self._probe_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._advancing: set[tuple[str, int]] = set()
+        self._role_lock = asyncio.Lock()
+        self.plan: Any = None
+        self._api_runner: Any = None
+
+    @property
+    def jobs(self) -> dict[str, Any]:
+        return self.jobset.jobs
+
+    # -- life cycle --------------------------------------------------------------
+    async def start(self) -> None:
+        """Load jobs, connect to agents, listen (control socket, REST API); then take the role."""
+        self.jobset.load()
+        agents = self.config.agents or {}
+        self.dispatcher = Dispatcher(
+            self.ledger, self.writer, self.clients, {n: list(a.labels) for n, a in agents.items()},
+            Path(self.config.state_dir), self.metrics, self.ledger.epoch, self._superseded,
+            self._on_final)
+        if self.metrics is not None:
+            self.metrics.set_epoch(self.ledger.epoch())
+            self.metrics.set_role("standby")
+            if hasattr(self.metrics, "set_agents_total"):
+                self.metrics.set_agents_total(len(self.clients))
+        await self.control.start()
+        await self._start_api()
+        self._probe_task = asyncio.create_task(self._probe_loop())
+        if self.wanted_role == "active":
+            await self._activate()
+
+    async def stop(self) -> None:
+        await self._deactivate()
+        if self._probe_task:
+            self._probe_task.cancel()
+        await self.control.stop()
+        if self._api_runner is not None:
+            await self._api_runner.cleanup()
+        for c in self.clients.values():
+            await c.close()
+        self.ledger.close()
+
+    async def _start_api(self) -> None:
+        try:
+            from aiohttp import web
+
+            from scheduler.api import make_app, make_ssl_context
+        except ImportError as e:  # the REST API is optional for the core to run
+            log.warning("REST API not available: %s", e)
+            return
+        app = make_app(self, self.api_tokens, self.metrics)
+        self._api_runner = web.AppRunner(app, access_log=None)
+        await self._api_runner.setup()
+        site = web.TCPSite(self._api_runner, self.config.listen_host, self.config.listen_port,
+                           ssl_context=make_ssl_context(self.config.tls))
+        await site.start()
+        log.info("REST API listening on %s:%s", self.config.listen_host, self.config.listen_port)
+
+    # -- roles -----------------------------------------------------------------------
+    def _set_role(self, role: str) -> None:
+        if role != self.role:
+            log.warning("role: %s -> %s (epoch %d)", self.role, role, self.ledger.epoch())
+        self.role = role
+        if self.metrics is not None:
+            self.metrics.set_role(role)
+
+    async def _activate(self) -> None:
+        assert self.dispatcher is not None
+        async with self._role_lock:
+            if self.role == "active":
+                return
+            epoch = self.ledger.epoch()
+            seen = await self.dispatcher.probe()
+            if seen > epoch:
+                log.error("SUPERSEDED: agents have seen epoch %d > ours %d; staying standby",
+                          seen, epoch)
+                raise RuntimeError(f"agents have seen epoch {seen} > {epoch}: "
+                                   "another scheduler is active")
+            self._set_role("active")
+            now = _now()
+            latest = await self.dispatcher.adopt(now)
+            await self._catch_up(latest, now)
+            self._tasks = [asyncio.create_task(self._plan_loop()),
+                           asyncio.create_task(self._collect_loop())]
+
+    async def _deactivate(self) -> None:
+        async with self._role_lock:
+            tasks, self._tasks = self._tasks, []
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                try:
+                    await t
+                except (asyncio.CancelledError, Exception):
+                    pass
+            self._set_role("standby")
+
+    def _superseded(self, agent: str, e: StaleEpoch) -> None:
+        if self.role != "active":
+            return
+        log.error("SUPERSEDED: agent %s refused our epoch %d (%s); demoting to standby",
+                  agent, self.ledger.epoch(), e)
+        self.role = "demoting"  # stops new dispatches at once; the task below finishes the job
+        asyncio.get_running_loop().create_task(self._deactivate())
+
+    async def promote(self, epoch: int) -> dict[str, Any]:
+        new = self.ledger.raise_epoch(epoch)  # durable before we act under it
+        if self.metrics is not None:
+            self.metrics.set_epoch(new)
+        await self._activate()
+        return {"role": self.role, "epoch": new}
+
+    async def demote(self) -> dict[str, Any]:
+        await self._deactivate()
+        return {"role": self.role, "epoch": self.ledger.epoch()}
+
+    # -- planning ----------------------------------------------------------------------
+    async def _catch_up(self, latest: dict[str, str], now: datetime) -> None:
+        """Missed fires since each job's last planned time (or the predecessor's last fire, or
+        now - grace for a job never planned here), then the plan from `now` on."""
+        states = self.ledger.job_states()
+        fires: list[tuple[Any, datetime]] = []
+        for name, job in self.jobs.items():
+            marks = [parse_time(t) for t in (states.get(name, {}).get("last_planned"),
+                                             latest.get(name)) if t]
+            if latest.get(name) and not _is_fire(job, parse_time(latest[name])):
+                marks.pop()  # a manual run's time is not a point of the schedule
+            marks = [m for m in marks if m <= now]
+            last = max(marks) if marks else now - job.misfire.grace
+            fires += [(job, t) for t in planning.missed_fires(job, last, now)]
+        await self._fire(fires)
+        self.plan = planning.FirePlan()
+        self.plan.load(self.jobs.values(), now)
+
+    async def _plan_loop(self) -> None:
+        while True:
+            nxt = self.plan.next_time()
+            delay = 3600.0 if nxt is None else (nxt - _now()).total_seconds()
+            if delay > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except TimeoutError:
+                    pass
+            if self.role != "active":
+                return
+            await self._fire(self.plan.due(_now()))
+
+    async def _fire(self, fires: list[tuple[Any, datetime]]) -> None:
+        """Record due fires (one transaction), then send each on its way."""
+        if not fires:
+            return
+        paused = {n for n, s in self.ledger.job_states().items() if s["paused"]}
+        changes, rows = [], []
+        for job, t in fires:
+            nominal = nominal_iso(t)
+            changes.append(Change("job", job=job.name, fields={"last_planned": nominal}))
+            if job.name in paused:
+                continue
+            rid = planning.run_id(job, t)
+            agent = self.dispatcher.pick_agent(job) if not job.after else None
+            changes.append(Change("create", rid, 1, job.name,
+                                  {"nominal": nominal, "agent": agent}))
+            rows.append((rid, 1))
+        await self.writer.write(changes)
+        for key in rows:
+            row = self.ledger.get_attempt(*key)
+            if row and row["state"] == "scheduled":
+                asyncio.create_task(self._advance(row))
+
+    async def _collect_loop(self) -> None:
+        assert self.dispatcher is not None
+        while self.role == "active":
+            try:
+                await self.dispatcher.collect()
+                for row in self.ledger.open_runs():
+                    if row["state"] == "scheduled" and self.role == "active":
+                        await self._advance(row)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("collect pass failed; retrying")
+            await asyncio.sleep(COLLECT_EVERY)
+
+    async def _probe_loop(self) -> None:
+        assert self.dispatcher is not None
+        while True:
+            if self.role != "active":
+                await self.dispatcher.probe()
+            await asyncio.sleep(PROBE_EVERY)
+
+    async def _advance(self, row: dict[str, Any]) -> None:
+        """Move a scheduled run on: wait, cancel, or dispatch (policies decided here)."""
+        key = (row["run_id"], row["attempt"])
+        if key in self._advancing or self.role != "active":
+            return
+        self._advancing.add(key)
+        try:
+            await self._advance_one(row)
+        finally:
+            self._advancing.discard(key)
+
+    async def _advance_one(self, row: dict[str, Any]) -> None:
+        assert self.dispatcher is not None
+        key = (row["run_id"], row["attempt"])
+        job = self.jobs.get(row["job"])
+        if job is None:
+            await self._close(key, "cancelled", "job is no longer defined")
+            return
+        if row["scheduled_at"] and parse_time(row["scheduled_at"]) > _now():
+            return  # a retry waiting for its time
+        nominal = parse_time(row["nominal"])
+        if job.after and not row["manual"]:
+            dep, why = planning.dependency_state(job, nominal, self._dependency_lookup)
+            if dep == "wait":
+                if row["reason"] != why:
+                    await self.writer.write([Change("update", *key, fields={"reason": why},
+                                                    when=("scheduled",))])
+                return
+            if dep != "ok":
+                await self._close(key, "cancelled", why)
+                return
+        others = [r for r in self.ledger.in_flight(job.name) if r["run_id"] != row["run_id"]]
+        decision = planning.concurrency_decision(job, others)
+        if decision == "skip":
+            await self._close(key, "cancelled", "previous run still in flight (concurrency=forbid)")
+            return
+        if decision == "replace":
+            for other in others:
+                await self.dispatcher.cancel(other)
+        await self.dispatcher.dispatch(row, job)
+
+    def _dependency_lookup(self, job: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        return self.ledger.runs_between(job, nominal_iso(start), nominal_iso(end))
+
+    async def _close(self, key: tuple[str, int], state: str, reason: str) -> None:
+        done = await self.writer.write([Change("update", *key, fields={
+            "state": state, "reason": reason, "finished_at": utc_iso()}, when=("scheduled",))])
+        if done[0]:
+            log.info("run %s attempt %s %s: %s", key[0], key[1], state, reason)
+            if self.metrics is not None:
+                self.metrics.count_run(state)
+
+    async def _on_final(self, row: dict[str, Any]) -> None:
+        job = self.jobs.get(row["job"])
+        if job is None or row["state"] not in ("failed", "timed-out", "lost"):
+            return
+        if row["attempt"] > job.retries.count:
+            return
+        finished = parse_time(row["finished_at"]) if row["finished_at"] else _now()
+        at = planning.retry_at(job, row["attempt"], finished)
+        await self.writer.write([Change("create", row["run_id"], row["attempt"] + 1, row["job"], {
+            "nominal": row["nominal"], "scheduled_at": utc_iso(at), "agent": row["agent"],
+            "manual": row["manual"], "reason": f"retry of attempt {row['attempt']}"})])
+        log.info("run %s: attempt %d at %s", row["run_id"], row["attempt"] + 1, utc_iso(at))
+
+    # -- reload --------------------------------------------------------------------------
+    async def reload(self) -> dict[str, Any]:
+        errors = self.jobset.load()
+        if self.role == "active" and self.plan is not None:
+            self.plan.replace_jobs(self.jobs.values(), _now())
+            self._wake.set()
+        return {"jobs": len(self.jobs), "errors": errors}
+
+    def set_log_level(self, level: str) -> None:
+        logging.getLogger("hasched").setLevel(level.upper())
+        log.info("log level set to %s", level)
+
+    # -- Service: identity and health ------------------------------------------------------
+    def _store_state(self) -> str:
+        try:
+            self.ledger.epoch()
+            return "ok"
+        except Exception as e:
+            return f"error: {e}"
+
+    def health(self) -> dict[str, Any]:
+        return {"role": self._public_role(), "epoch": self.ledger.epoch(),
+                "version": __version__, "state_store": self._store_state(),
+                "jobs": len(self.jobs)}
+
+    def _public_role(self) -> str:
+        return "active" if self.role == "active" else "standby"
+
+    def status(self) -> dict[str, Any]:
+        reach = self.dispatcher.reachable_count() if self.dispatcher else 0
+        return {"role": self._public_role(), "epoch": self.ledger.epoch(), "pid": os.getpid(),
+                "version": __version__, "jobs": len(self.jobs), "agents": len(self.clients),
+                "agents_reachable": reach}
+
+    def check(self) -> dict[str, Any]:
+        return {"state_store": self.ledger.check(), "jobs": len(self.jobs),
+                "job_errors": list(self.jobset.errors)}
+
+    # -- Service: jobs ------------------------------------------------------------------------
+    def _job_view(self, name: str) -> dict[str, Any]:
+        job = self.jobs.get(name)
+        if job is None:
+            raise NotFound(f"no job {name!r}")
+        view = self.jobset.to_dict(job)
+        paused = bool(self.ledger.job_states().get(name, {}).get("paused"))
+        view["paused"] = paused
+        nxt = None if paused else job.trigger.next_after(_now())
+        view["next_fire"] = nominal_iso(nxt) if nxt else None
+        return view
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        return [self._job_view(n) for n in sorted(self.jobs)]
+
+    def get_job(self, name: str) -> dict[str, Any]:
+        return self._job_view(name)
+
+    async def run_now(self, name: str) -> dict[str, Any]:
+        job = self.jobs.get(name)
+        if job is None:
+            raise NotFound(f"no job {name!r}")
+        if self.role != "active":
+            raise NotActive("this scheduler is standby")
+        t = _now().replace(microsecond=0)
+        rid = planning.run_id(job, t)
+        await self.writer.write([Change("create", rid, 1, name, {
+            "nominal": nominal_iso(t), "manual": 1, "agent": self.dispatcher.pick_agent(job)})])
+        row = self.ledger.get_run(rid)
+        if row and row["state"] == "scheduled":
+            asyncio.create_task(self._advance(row))
+        return self._run_view(row)
+
+    async def _set_paused(self, name: str, paused: bool) -> dict[str, Any]:
+        if name not in self.jobs:
+            raise NotFound(f"no job {name!r}")
+        await self.writer.write([Change("job", job=name, fields={"paused": paused})])
+        log.info("job %s %s", name, "paused" if paused else "resumed")
+        return self._job_view(name)
+
+    async def pause(self, name: str) -> dict[str, Any]:
+        return await self._set_paused(name, True)
+
+    async def resume(self, name: str) -> dict[str, Any]:
+        return await self._set_paused(name, False)
+
+    # -- Service: runs ----------------------------------------------------------------------
+    @staticmethod
+    def _run_view(row: dict[str, Any] | None) -> dict[str, Any]:
+        if row is None:
+            raise NotFound("no such run")
+        view = dict(row)
+        view["manual"] = bool(view["manual"])
+        return view
+
+    def list_runs(self, job: str | None = None, state: str | None = None,
+                  since: str | None = None, until: str | None = None,
+                  limit: int = 100) -> list[dict[str, Any]]:
+        return [self._run_view(r) for r in self.ledger.list_runs(job, state, since, until, limit)]
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        return self._run_view(self.ledger.get_run(run_id))
+
+    async def run_output(self, run_id: str, stream: str = "stdout") -> str:
+        row = self._run_view(self.ledger.get_run(run_id))
+        if row["output_path"]:
+            path = Path(f"{row['output_path']}.{stream}")
+            if path.exists():
+                return await asyncio.to_thread(path.read_text, errors="replace")
+        if row["state"] in ("dispatched", "running") and row["agent"] in self.clients:
+            try:  # a read, allowed to a standby too
+                return await self.clients[row["agent"]].output(row["run_id"], row["attempt"],
+                                                               stream)
+            except Exception as e:
+                raise NotFound(f"output of {run_id} not available: {e}") from e
+        raise NotFound(f"no output recorded for {run_id}")
+
+
+# -- the process -----------------------------------------------------------------------------
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("hasched")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def _write_pidfile(path: str) -> None:
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(f"{os.getpid()}\n")
+    tmp.replace(path)
+
+
+async def _serve(sched: Scheduler, pidfile: str | None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(sched.reload()))
+    try:
+        await sched.start()
+        if pidfile:
+            _write_pidfile(pidfile)
+        log.info("scheduler running (pid %d, role %s, epoch %d)", os.getpid(),
+                 sched._public_role(), sched.ledger.epoch())
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await sched.stop()
+        if pidfile:
+            Path(pidfile).unlink(missing_ok=True)
+
+
+def run(config_path: str, role: str = "active", pidfile: str | None = None,
+        log_level: str | None = None) -> int:
+    """The `hasched scheduler run` command; returns the exit status."""
+    try:
+        config = load_scheduler_config(config_path)
+        jobs_dir = Path(config.jobs_dir)
+        if not jobs_dir.is_dir():
+            raise ConfigError(config.path, None, "jobs_dir", f"{jobs_dir}: not a directory")
+        setup_logging(log_level or config.log_level)
+        sched = Scheduler(config, role, _metrics())
+    except (ConfigError, LedgerError) as e:
+        print(" ".join(str(e).split()), file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(sched, pidfile))
+    except (ConfigError, LedgerError, OSError) as e:
+        log.error("%s", " ".join(str(e).split()))
+        return 1
+    return 0
+
+
+def _metrics() -> Any:
+    from scheduler.metrics import Metrics
+
+    return Metrics()
