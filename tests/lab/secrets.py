@@ -1,0 +1,46 @@
+"""Per-lab secrets: generated at the first `up`, kept 0600 in the state dir, never committed.
+
+Ansible reads them through a group_vars symlink the inventory writer makes; they play the part a
+Vault-encrypted vars file plays in production.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as random
+from pathlib import Path
+
+import yaml
+
+from .config import STATE_DIR
+
+SECRETS_FILE = STATE_DIR / "secrets.yml"
+SSH_DIR = STATE_DIR / "ssh"
+
+
+def load() -> dict:
+    if SECRETS_FILE.exists():
+        return yaml.safe_load(SECRETS_FILE.read_text())
+    values = {
+        "pacemaker_cluster_hacluster_password": random.token_urlsafe(18),
+        "pacemaker_cluster_ipmi_password": random.token_urlsafe(12),
+        "hasched_agent_token": random.token_urlsafe(32),
+        "hasched_api_token": random.token_urlsafe(32),
+    }
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    fd = os.open(SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump(values, fh)
+    return values
+
+
+def ssh_key() -> Path:
+    """The lab's root SSH key (private key path); its .pub goes into every node."""
+    SSH_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = SSH_DIR / "id_ed25519"
+    if not key.exists():
+        import subprocess
+
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "hasched-lab",
+                        "-f", str(key)], check=True)
+    return key
