@@ -125,9 +125,10 @@ class DispatchOrder:
             or not run_id
             or len(run_id) > MAX_RUN_ID
             or not run_id.isprintable()
+            or "/" in run_id
         ):
             raise ProtocolError(
-                f"field 'run_id': must be a printable string of 1 to {MAX_RUN_ID} characters"
+                f"field 'run_id': must be 1 to {MAX_RUN_ID} printable characters, no '/'"
             )
         job = body.get("job")
         if not isinstance(job, str) or not JOB_NAME.match(job):

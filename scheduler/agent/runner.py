@@ -35,6 +35,7 @@ log = logging.getLogger("hasched.agent")
 
 RESTART_REASON = "agent restarted while the run was in flight: its process is gone"
 POLL_INTERVAL = 0.25
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 PACKAGE_ROOT = str(Path(scheduler.__file__).resolve().parents[1])
 
 
@@ -110,12 +111,14 @@ class Runner:
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p
             )
-            with open(rundir / "supervisor.log", "ab") as errlog:
-                popen = subprocess.Popen(
-                    [sys.executable, "-m", "scheduler.agent.supervise", str(rundir)],
-                    stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog, cwd="/", env=env,
-                    start_new_session=True,  # its own session: it outlives the agent
-                )
+            # Spawned with TERM and INT blocked (the mask survives exec) until the supervisor
+            # has its handlers: a cancel that comes right after the dispatch must not kill it.
+            old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                with open(rundir / "supervisor.log", "ab") as errlog:
+                    popen = self._spawn(rundir, env, errlog)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             ctime = psutil.Process(popen.pid).create_time()
         except (OSError, psutil.Error) as e:
             reason = f"cannot start the run's supervisor: {e}"
@@ -129,6 +132,14 @@ class Runner:
         log.info("run %s attempt %d started: %s", rec.run_id, rec.attempt,
                  " ".join(order.command)[:200])
         return rec
+
+    @staticmethod
+    def _spawn(rundir: Path, env: dict[str, str], errlog: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "scheduler.agent.supervise", str(rundir)],
+            stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog, cwd="/", env=env,
+            start_new_session=True,  # its own session: it outlives the agent
+        )
 
     # -- agent start ----------------------------------------------------------------------------
     def recover(self) -> None:

@@ -118,6 +118,8 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # The agent starts us with these blocked; a cancel sent meanwhile is delivered now.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
     def _on_term(self, signum: int, frame: Any) -> None:
         self.cancelled = True

@@ -6,12 +6,15 @@ Fixtures here are imported by the test_agent_*.py modules (conftest.py belongs t
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -183,3 +186,27 @@ def wait_file(path: Path, deadline: float = DEADLINE) -> str:
             return path.read_text()
         time.sleep(0.05)
     raise AssertionError(f"{path} not written after {deadline}s")
+
+
+@pytest.fixture(scope="module")
+def shared_agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    """One agent for the tests of a module that do not restart it (starting one costs ~1 s)."""
+    a = Agent(tmp_path_factory.mktemp("agent"), output_limit='"4KiB"')
+    a.start()
+    yield a
+    a.cleanup()
+
+
+def raw(agent: Agent, method: str, path: str, body: bytes | None = None,
+        token: str | None = TOKEN) -> tuple[int, Any]:
+    """A bare HTTP request, for what AgentClient would never send."""
+    req = urllib.request.Request(agent.url + path, data=body, method=method)
+    if token is not None:
+        req.add_header("Authorization", f"Bearer {token}")
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=DEADLINE) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
