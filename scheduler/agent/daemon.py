@@ -52,7 +52,8 @@ async def purge_loop(store: Store, retention: float) -> None:
                 log.info("forgot %d acknowledged run(s) older than the retention", n)
         except Exception:
             log.exception("purging old runs failed")
-        await asyncio.sleep(PURGE_INTERVAL)
+        # Hourly, or more often when the retention is short (tests, small disks).
+        await asyncio.sleep(min(PURGE_INTERVAL, max(retention / 10, 0.5)))
 
 
 async def serve(cfg: AgentConfig, token: str) -> None:

@@ -88,6 +88,11 @@ def job_env(spec: dict[str, Any], account: pwd.struct_passwd) -> dict[str, str]:
     return env
 
 
+def default_cwd(account: pwd.struct_passwd) -> str:
+    # Service accounts often have a home that does not exist (nobody: /nonexistent).
+    return account.pw_dir if account.pw_dir and os.path.isdir(account.pw_dir) else "/"
+
+
 def resolve_user(name: str | None) -> tuple[pwd.struct_passwd, str | None]:
     """(account to run as, error or None)."""
     me = pwd.getpwuid(os.getuid())
@@ -165,7 +170,7 @@ class Supervisor:
         try:
             self.child = subprocess.Popen(
                 self.spec["command"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, cwd=self.spec.get("cwd") or account.pw_dir or "/",
+                stderr=subprocess.PIPE, cwd=self.spec.get("cwd") or default_cwd(account),
                 env=job_env(self.spec, account), start_new_session=True, **kwargs,
             )
         except OSError as e:

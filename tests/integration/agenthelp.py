@@ -60,7 +60,8 @@ class Agent:
         ]
         lines += [f"{k} = {v}" for k, v in {"kill_grace": '"1s"', **settings}.items()]
         self.config.write_text("\n".join(lines) + "\n")
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if "tls" in settings else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -97,8 +98,8 @@ class Agent:
         self.proc.kill()
         self.proc.wait(timeout=DEADLINE)
 
-    def client(self, token: str = TOKEN) -> AgentClient:
-        return AgentClient("t1", self.url, token, timeout=10.0)
+    def client(self, token: str = TOKEN, ca: str | None = None) -> AgentClient:
+        return AgentClient("t1", self.url, token, ca=ca, timeout=10.0)
 
     def supervisors(self) -> list[psutil.Process]:
         """Supervisor processes of this agent's runs (they outlive the agent)."""

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -165,3 +166,28 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     assert lines[0].startswith(f"{config}:4: ") and "output_limit" in lines[0]
     assert not state.exists()
+
+
+def test_acknowledged_runs_are_forgotten_after_the_retention(
+    agent_factory: Callable[..., Agent],  # noqa: F811
+) -> None:
+    short = agent_factory(retention='"2s"')
+
+    async def body() -> None:
+        c = short.client()
+        await c.dispatch(order("old@1", ["echo", "bye"]))
+        await c.dispatch(order("kept@1", ["true"]))
+        await wait_final(c, "old@1")
+        await wait_final(c, "kept@1")
+        rundir = next((short.state_dir / "output").glob("old@1.1"))
+        await c.ack("old@1", 1, epoch=1)
+
+        async def forgotten() -> bool:
+            return await c.run("old@1", 1) is None
+
+        await wait_for(forgotten, "the acknowledged run to be purged")
+        assert not rundir.exists()
+        assert (await c.run("kept@1", 1)) is not None  # not acknowledged: kept
+        await c.close()
+
+    run_async(body)

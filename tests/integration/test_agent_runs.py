@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 from datetime import timedelta
 from pathlib import Path
 
 import psutil
 import pytest
 from agenthelp import (
+    TOKEN,
     Agent,
     order,
     raw,
@@ -79,6 +81,21 @@ def test_unknown_user_and_missing_program_fail_with_a_reason(shared_agent: Agent
     run_async(body)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
+def test_run_as_another_user(shared_agent: Agent) -> None:  # noqa: F811
+    async def body() -> None:
+        c = shared_agent.client()
+        await c.dispatch(order("as-nobody@1", ["sh", "-c", "id -un; echo $HOME; pwd"],
+                               user="nobody"))
+        done = await wait_final(c, "as-nobody@1")
+        assert done["state"] == "succeeded", done
+        name, home, cwd = (await c.output("as-nobody@1", 1)).splitlines()
+        assert (name, cwd) == ("nobody", "/") and home == pwd.getpwnam("nobody").pw_dir
+        await c.close()
+
+    run_async(body)
+
+
 def test_duplicate_dispatch_starts_nothing(shared_agent: Agent, tmp_path: Path) -> None:  # noqa: F811
     marks = tmp_path / "marks"
     cmd = ["sh", "-c", f'echo started >> "{marks}"; sleep 1']
@@ -115,6 +132,9 @@ def test_token_is_required_everywhere(shared_agent: Agent) -> None:  # noqa: F81
     status, health = raw(shared_agent, "GET", "/v1/health")
     assert status == 200 and health["name"] == "t1" and set(health) == {
         "name", "version", "epoch", "running"}
+    log = shared_agent.log()
+    assert "missing or wrong bearer token" in log  # refusals are logged...
+    assert TOKEN not in log and "wrong-token" not in log  # ...tokens never
 
 
 @pytest.mark.parametrize("body, message", [
