@@ -15,6 +15,7 @@ from typing import Any
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _TOML_END = re.compile(r"\s*\(at end of document\)$")
 _HEADER = re.compile(r"^[ \t]*\[\[?(.*?)\]\]?[ \t]*(?:#.*)?$")
+_HEADER_ANYWHERE = re.compile(r"^[ \t]*\[\[?([^\]\n]*)\]\]?[ \t]*(?:#[^\n]*)?$", re.M)
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -79,6 +80,7 @@ class SourceMap:
     def __init__(self, text: str) -> None:
         self._text = text
         self._lines: dict[tuple[str, ...], int] | None = None
+        self._headers: dict[tuple[str, ...], int] | None = None
 
     def _scan(self) -> dict[tuple[str, ...], int]:
         found: dict[tuple[str, ...], int] = {}
@@ -94,7 +96,8 @@ class SourceMap:
                 key = split_key(header.group(1))
                 if key and not key[1].strip():
                     table = tuple(key[0])
-                    found.setdefault(table, number)
+                    for end in range(1, len(table) + 1):  # [a.b] also introduces a
+                        found.setdefault(table[:end], number)
                     continue
             key = split_key(line)
             if key and key[1].startswith("="):
@@ -103,6 +106,19 @@ class SourceMap:
                     if key[1].count(delimiter) % 2 == 1:
                         in_string = delimiter
         return found
+
+    def header_line(self, *path: str) -> int | None:
+        """Line of a ``[table]`` header: a cheap scan that skips ordinary keys."""
+        if self._headers is None:
+            self._headers = {}
+            number, position = 1, 0
+            for match in _HEADER_ANYWHERE.finditer(self._text):
+                number += self._text.count("\n", position, match.start())
+                position = match.start()
+                key = split_key(match.group(1))
+                if key and not key[1].strip():
+                    self._headers.setdefault(tuple(key[0]), number)
+        return self._headers.get(tuple(path))
 
     def line(self, *path: str) -> int | None:
         """Line of the longest prefix of path that was written (inline tables share a line)."""
@@ -137,7 +153,7 @@ def read_toml(
         else:
             end = _TOML_END.search(message)
             if end:
-                line = text.count("\n") + 1
+                line = max(len(text.splitlines()), 1)
                 message = message[: end.start()] + " (at end of file)"
         raise error(path, line, "syntax", message[:1].lower() + message[1:]) from None
     return data, SourceMap(text)
