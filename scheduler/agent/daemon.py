@@ -18,7 +18,7 @@ from aiohttp import web
 
 from scheduler.agent.api import AgentAPI
 from scheduler.agent.runner import Runner
-from scheduler.agent.store import Store
+from scheduler.agent.store import Store, StoreError
 from scheduler.config import AgentConfig, ConfigError, load_agent_config, read_token
 
 log = logging.getLogger("hasched.agent")
@@ -104,7 +104,7 @@ def run(config: str, log_level: str = "info") -> int:
         return 2
     try:
         asyncio.run(serve(cfg, token))
-    except OSError as e:  # e.g. the port is taken, the state directory is not writable
+    except (OSError, StoreError) as e:  # the port is taken, the state dir is unusable...
         log.error("cannot start: %s", e)
         return 1
     log.info("stopped")

@@ -96,16 +96,24 @@ def rundir_name(run_id: str, attempt: int) -> str:
     return f"{name}.{attempt}"
 
 
+class StoreError(Exception):
+    """The state store cannot be opened; str() is one line naming the file."""
+
+
 class Store:
     def __init__(self, state_dir: str | Path):
         self.state_dir = Path(state_dir)
         self.output_dir = self.state_dir / "output"
         self.output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.db = sqlite3.connect(self.state_dir / "agent.sqlite", isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        path = self.state_dir / "agent.sqlite"
+        try:
+            self.db = sqlite3.connect(path, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise StoreError(f"{path}: {e}") from None
 
     def close(self) -> None:
         self.db.close()
