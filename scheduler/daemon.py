@@ -52,12 +52,8 @@ def _is_fire(job: Any, t: datetime) -> bool:
     return nxt is not None and nominal_iso(nxt) == nominal_iso(t)
 
 
-def _source_of(obj: Any) -> str | None:
-    for attr in ("source", "path", "file"):
-        value = getattr(obj, attr, None)
-        if value:
-            return str(value)
-    return None
+def _file_of_job(job: Any) -> str:
+    return job.source.rpartition(":")[0] if ":" in job.source else job.source
 
 
 class JobSet:
@@ -77,9 +73,9 @@ class JobSet:
         fresh, errs = load_jobs_dir(self.config.jobs_dir, agents=set(agents), pools=pools,
                                     calendars=calendars)
         errors = [str(e) for e in errs]
-        bad_files = {_source_of(e) for e in errs} - {None}
+        bad_files = {str(e.file) for e in errs}
         for name, job in self.jobs.items():
-            if _source_of(job) in bad_files and name not in fresh:
+            if _file_of_job(job) in bad_files and name not in fresh:
                 fresh[name] = job
         for e in errors:
             log.error("job file: %s", e)
@@ -142,7 +138,10 @@ class Scheduler:
         await self._start_api()
         self._probe_task = asyncio.create_task(self._probe_loop())
         if self.wanted_role == "active":
-            await self._activate()
+            try:
+                await self._activate()
+            except RuntimeError as e:
+                log.error("cannot become active: %s; running as standby", e)
 
     async def stop(self) -> None:
         await self._deactivate()
@@ -241,7 +240,7 @@ class Scheduler:
             if latest.get(name) and not _is_fire(job, parse_time(latest[name])):
                 marks.pop()  # a manual run's time is not a point of the schedule
             marks = [m for m in marks if m <= now]
-            last = max(marks) if marks else now - job.misfire.grace
+            last = max(marks) if marks else now - timedelta(seconds=job.misfire.grace)
             fires += [(job, t) for t in planning.missed_fires(job, last, now)]
         await self._fire(fires)
         self.plan = planning.FirePlan()
