@@ -122,7 +122,7 @@ class Supervisor:
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        # No SIGHUP handling: an ignored signal would stay ignored in the job after exec.
         # The agent starts us with these blocked; a cancel sent meanwhile is delivered now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
 
