@@ -116,7 +116,7 @@ def resume_job(client: Client, name: str) -> None:
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="Scheduler config: also check agent, pool and calendar names against it.")
 def validate_jobs(path: Path, config_file: Path | None) -> None:
-    """Check job files OFFLINE (a file or a directory of *.toml); no scheduler needed.
+    """Check job files OFFLINE (a file or a directory of *.toml); nothing is changed.
 
     Prints each error as `file:line: field: message` and exits 1 if there is any,
     else prints "N jobs OK".
@@ -133,13 +133,17 @@ def validate_jobs(path: Path, config_file: Path | None) -> None:
         click.echo(str(error))
     if errors:
         raise SystemExit(1)
-    n = _count_job_files(path)
+    n = _count_jobs(path, names)
     click.echo(f"{n} job{'' if n == 1 else 's'} OK")
 
 
-def _count_job_files(path: Path) -> int:
-    # One job per file (docs/interfaces.md: jobs_dir holds *.toml job files).
-    return len(list(path.glob("*.toml"))) if path.is_dir() else 1
+def _count_jobs(path: Path, names: dict[str, Any]) -> int:
+    # A file may define several [job.NAME] tables.
+    from scheduler.jobs import load_job_file, load_jobs_dir
+
+    if path.is_dir():
+        return len(load_jobs_dir(path, **names)[0])
+    return len(load_job_file(path, **names)[0])
 
 
 def _config_names(config_file: Path) -> dict[str, Any]:
