@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from scheduler.control import ControlServer
 from scheduler.dispatch import Dispatcher
 from scheduler.jobs import job_to_dict, load_jobs_dir
 from scheduler.ledger import (
+    OPEN_STATES,
     BatchWriter,
     Change,
     Ledger,
@@ -36,6 +37,7 @@ from scheduler.ledger import (
 )
 from scheduler.protocol import AgentClient, StaleEpoch
 from scheduler.service import NotActive, NotFound
+from scheduler.triggers import zone
 
 log = logging.getLogger("hasched.scheduler")
 
@@ -45,6 +47,20 @@ PROBE_EVERY = 5.0
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _day_bounds(job: Any, day: date | None, nominal: datetime) -> tuple[datetime, datetime]:
+    """UTC bounds of a local day in the job's time zone (DST-aware); None: nominal's day."""
+    tz = zone(job.timezone)
+    if day is None:
+        day = nominal.astimezone(tz).date()
+    start = datetime.combine(day, time.min, tz)
+    end = datetime.combine(day + timedelta(days=1), time.min, tz)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def _day_end(job: Any, nominal: datetime) -> datetime:
+    return _day_bounds(job, None, nominal)[1]
 
 
 def _is_fire(job: Any, t: datetime) -> bool:
@@ -244,7 +260,7 @@ class Scheduler:
             fires += [(job, t) for t in planning.missed_fires(job, last, now)]
         await self._fire(fires)
         self.plan = planning.FirePlan()
-        self.plan.load(self.jobs.values(), now)
+        self.plan.load(self.jobs, now)
 
     async def _plan_loop(self) -> None:
         while True:
@@ -258,7 +274,8 @@ class Scheduler:
                     pass
             if self.role != "active":
                 return
-            await self._fire(self.plan.due(_now()))
+            await self._fire([(self.jobs[n], t) for n, t in self.plan.due(_now())
+                              if n in self.jobs])
 
     async def _fire(self, fires: list[tuple[Any, datetime]]) -> None:
         """Record due fires (one transaction), then send each on its way."""
@@ -271,7 +288,7 @@ class Scheduler:
             changes.append(Change("job", job=job.name, fields={"last_planned": nominal}))
             if job.name in paused:
                 continue
-            rid = planning.run_id(job, t)
+            rid = planning.run_id(job.name, t)
             agent = self.dispatcher.pick_agent(job) if not job.after else None
             changes.append(Change("create", rid, 1, job.name,
                                   {"nominal": nominal, "agent": agent}))
@@ -325,17 +342,23 @@ class Scheduler:
             return  # a retry waiting for its time
         nominal = parse_time(row["nominal"])
         if job.after and not row["manual"]:
-            dep, why = planning.dependency_state(job, nominal, self._dependency_lookup)
+            lookup = self._dependency_lookup(job, nominal)
+            dep = planning.dependency_state(job, nominal, lookup)
             if dep == "wait":
-                if row["reason"] != why:
+                waiting = [d for d in job.after if lookup(d, None) != "succeeded"]
+                if _now() >= _day_end(job, nominal):
+                    await self._close(key, "cancelled", "dependencies did not succeed by the end "
+                                      f"of the day: {', '.join(waiting)}")
+                elif row["reason"] != (why := f"waiting for {', '.join(waiting)}"):
                     await self.writer.write([Change("update", *key, fields={"reason": why},
                                                     when=("scheduled",))])
                 return
-            if dep != "ok":
-                await self._close(key, "cancelled", why)
+            if dep == "failed":
+                failed = [d for d in job.after if lookup(d, None) == "failed"]
+                await self._close(key, "cancelled", f"dependency failed: {', '.join(failed)}")
                 return
         others = [r for r in self.ledger.in_flight(job.name) if r["run_id"] != row["run_id"]]
-        decision = planning.concurrency_decision(job, others)
+        decision = planning.concurrency_decision(job, len(others))
         if decision == "skip":
             await self._close(key, "cancelled", "previous run still in flight (concurrency=forbid)")
             return
@@ -344,8 +367,25 @@ class Scheduler:
                 await self.dispatcher.cancel(other)
         await self.dispatcher.dispatch(row, job)
 
-    def _dependency_lookup(self, job: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        return self.ledger.runs_between(job, nominal_iso(start), nominal_iso(end))
+    def _dependency_lookup(self, job: Any, nominal: datetime) -> Any:
+        """lookup(dep, local_date) for planner.dependency_state: the state of dep's runs on a
+        day local to `job`'s time zone; date None means the day of `nominal`."""
+        cache: dict[str, str | None] = {}
+
+        def lookup(dep: str, day: date | None) -> str | None:
+            if dep in cache:
+                return cache[dep]
+            start, end = _day_bounds(job, day, nominal)
+            runs = self.ledger.runs_between(dep, nominal_iso(start), nominal_iso(end))
+            if not runs:
+                state = None
+            elif any(r["state"] in OPEN_STATES for r in runs):
+                state = "pending"
+            else:
+                state = "succeeded" if runs[-1]["state"] == "succeeded" else "failed"
+            cache[dep] = state
+            return state
+        return lookup
 
     async def _close(self, key: tuple[str, int], state: str, reason: str) -> None:
         done = await self.writer.write([Change("update", *key, fields={
@@ -363,6 +403,8 @@ class Scheduler:
             return
         finished = parse_time(row["finished_at"]) if row["finished_at"] else _now()
         at = planning.retry_at(job, row["attempt"], finished)
+        if at is None:
+            return
         await self.writer.write([Change("create", row["run_id"], row["attempt"] + 1, row["job"], {
             "nominal": row["nominal"], "scheduled_at": utc_iso(at), "agent": row["agent"],
             "manual": row["manual"], "reason": f"retry of attempt {row['attempt']}"})])
@@ -372,7 +414,7 @@ class Scheduler:
     async def reload(self) -> dict[str, Any]:
         errors = self.jobset.load()
         if self.role == "active" and self.plan is not None:
-            self.plan.replace_jobs(self.jobs.values(), _now())
+            self.plan.replace_jobs(self.jobs, _now())
             self._wake.set()
         return {"jobs": len(self.jobs), "errors": errors}
 
@@ -431,7 +473,7 @@ class Scheduler:
         if self.role != "active":
             raise NotActive("this scheduler is standby")
         t = _now().replace(microsecond=0)
-        rid = planning.run_id(job, t)
+        rid = planning.run_id(name, t)
         await self.writer.write([Change("create", rid, 1, name, {
             "nominal": nominal_iso(t), "manual": 1, "agent": self.dispatcher.pick_agent(job)})])
         row = self.ledger.get_run(rid)

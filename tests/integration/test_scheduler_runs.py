@@ -1,0 +1,66 @@
+"""A scheduler and two agents, real processes: runs fire, are collected, and both sides agree."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import API_TOKEN, Lab, dump, job_toml, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def api_post(port: int, path: str) -> dict:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"{}", method="POST",
+                                 headers={"Authorization": f"Bearer {API_TOKEN}",
+                                          "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def test_interval_job_runs_on_its_agent_and_ledger_agrees_with_agent(lab: Lab) -> None:
+    a1, a2 = lab.agent("a1"), lab.agent("a2")
+    lab.job("tick", job_toml("tick", every="2s", agent="a1", command="echo hello-from-tick"))
+    s = lab.scheduler("a")
+
+    def done() -> list[dict]:
+        rows = [r for r in s.ledger_rows("tick") if r["state"] == "succeeded"]
+        return rows if len(rows) >= 3 else []
+
+    rows = wait_for("3 runs of 'tick' collected as succeeded", done)
+    on_agent = wait_for("the agent to record the acks", lambda: (
+        recs if all(recs.get((r["run_id"], r["attempt"]), {}).get("acked") for r in rows)
+        else None) if (recs := {(x["run_id"], x["attempt"]): x for x in a1.runs()}) else None)
+    for r in rows:
+        rec = on_agent[(r["run_id"], r["attempt"])]
+        assert rec["state"] == "succeeded", dump(rec)
+        assert r["exit_code"] == rec["exit_code"] == 0
+        assert r["agent"] == "a1"
+        assert r["run_id"] == f"tick@{r['nominal']}"
+        assert Path(r["output_path"] + ".stdout").read_text() == "hello-from-tick\n"
+    assert [x for x in a2.runs() if x["job"] == "tick"] == []
+
+
+def test_agent_killed_mid_run_ends_failed_with_reason(lab: Lab) -> None:
+    lab.agent("a1")
+    a2 = lab.agent("a2")
+    lab.job("long", job_toml("long", every="1h", agent="a2", command="sleep 60",
+                             misfire="skip"))
+    s = lab.scheduler("a")
+    run = api_post(s.port, "/v1/jobs/long/run")["run"]
+    key = (run["run_id"], run["attempt"])
+
+    def state() -> str:
+        return {(r["run_id"], r["attempt"]): r for r in s.ledger_rows("long")}[key]["state"]
+
+    wait_for("the manual run to be running on a2", lambda: state() == "running")
+    wait_for("the job process on a2", lambda: any(
+        x["run_id"] == key[0] and x.get("pid") for x in a2.runs()))
+    a2.kill9_with_runs()
+    a2.start()
+    wait_for("the run to end failed", lambda: state() == "failed")
+    row = {(r["run_id"], r["attempt"]): r for r in s.ledger_rows("long")}[key]
+    assert row["reason"], dump(row)
+    assert row["finished_at"]
