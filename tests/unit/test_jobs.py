@@ -195,3 +195,11 @@ def test_given_calendars_are_usable(tmp_path):
     weekends = Calendar("weekends", frozenset({5, 6}))
     (job,), errors = load_job_file(path, calendars={"weekends": weekends})
     assert errors == [] and job.trigger.calendar == weekends
+
+
+def test_calendar_defined_in_a_later_file(tmp_path):
+    write(tmp_path, "a.toml", BASE + 'calendar = "weekends"\n')
+    write(tmp_path, "z.toml", '[calendars.weekends]\nweekdays = ["sat", "sun"]\n')
+    jobs, errors = load_jobs_dir(tmp_path, agents=AGENTS)
+    assert errors == []
+    assert jobs["j"].trigger.calendar == Calendar("weekends", frozenset({5, 6}))
