@@ -148,3 +148,19 @@ def test_tokens_skip_comments_and_blank_lines(tmp_path):
     with pytest.raises(ConfigError) as info:
         read_token(empty)
     assert str(info.value) == f"{empty}: token: no token in file"
+
+
+def test_source_map_finds_the_line_of_each_key():
+    from scheduler.tomlsrc import SourceMap
+
+    lines = SourceMap('top = 1\n[job."a.b"]  # quoted\nnote = """\nfake = 1\n"""\n'
+                      'retries = { count = 3 }\nenv.LANG = "C"\n\n[[list.item]]\nx = [\n  1,\n]\n'
+                      'fake = 2\n')
+    assert lines.line("top") == 1
+    assert lines.line("job", "a.b") == 2 and lines.header_line("job", "a.b") == 2
+    assert lines.line("job", "a.b", "fake") == 2  # line 4 is inside a string: the table line
+    assert lines.line("job", "a.b", "retries", "count") == 6  # inline table: the key's line
+    assert lines.line("job", "a.b", "env", "LANG") == 7
+    assert lines.line("list", "item", "x") == 10
+    assert lines.line("list", "item", "fake") == 13
+    assert lines.line("nowhere") is None
