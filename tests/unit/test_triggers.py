@@ -246,3 +246,49 @@ def test_utc_matches_croniter_on_random_expressions():
         ours = make_trigger(schedule=expr).next_after(start)
         theirs = croniter(expr, start).get_next(datetime)
         assert ours == theirs, expr
+
+
+@pytest.mark.parametrize("tz, day", [
+    ("Europe/Berlin", "2026-03-29"), ("Europe/Berlin", "2026-10-25"),
+    ("America/New_York", "2026-03-08"), ("America/New_York", "2026-11-01"),
+    ("Australia/Lord_Howe", "2026-04-05"),  # a 30-minute shift
+])
+def test_dst_rule_against_minute_by_minute_reference(tz, day):
+    """Every UTC minute of the transition day, decided by the rule read literally."""
+    import random
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from scheduler.triggers import parse_cron
+
+    zone = ZoneInfo(tz)
+    rng = random.Random(day)
+    exprs = ["*/15 * * * *", "30 2 * * *", "30 1 * * *", "0 * * * *", "*/7 1-3 * * *",
+             "45 2 * * *", "0,30 * * * *"]
+    exprs += [f"{rng.randint(0, 59)} {rng.randint(0, 4)} * * *" for _ in range(5)]
+    start = datetime.fromisoformat(day).replace(tzinfo=zone).astimezone(UTC) - timedelta(hours=3)
+    minute = timedelta(minutes=1)
+    for expr in exprs:
+        spec = parse_cron(expr)
+
+        def matches(wall: datetime, spec=spec) -> bool:
+            return (spec.day_matches(wall.date()) and wall.hour in spec.hours
+                    and wall.minute in spec.minutes)
+
+        expected = []
+        for i in range(30 * 60):
+            u = start + i * minute
+            local = u.astimezone(zone)
+            wall = local.replace(tzinfo=None)
+            before = (u - minute).astimezone(zone)
+            fire = matches(wall) and (local.fold == 0 or spec.every_hour)
+            if local.utcoffset() > before.utcoffset():  # u ends a spring-forward gap
+                skipped = before.replace(tzinfo=None) + minute
+                while skipped < wall:
+                    fire = fire or matches(skipped)
+                    skipped += minute
+            if fire:
+                expected.append(u)
+        trigger = make_trigger(schedule=expr, timezone=tz)
+        got = list(trigger.fires_between(start - minute, start + 30 * 60 * minute - minute))
+        assert got == expected, expr
