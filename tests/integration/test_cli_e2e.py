@@ -1,0 +1,118 @@
+"""The `hasched` CLI as a user runs it, against a real scheduler and a real agent on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import API_TOKEN, job_toml, wait_for
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Cli:
+    def __init__(self, url: str, token_file: Path, home: Path) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HASCHED_")}
+        # The token travels in a file named by the environment, never on the command line.
+        self.env.update(HASCHED_URL=url, HASCHED_TOKEN_FILE=str(token_file),
+                        XDG_CONFIG_HOME=str(home))
+
+    def __call__(self, *args: str, ok: bool = True, env: dict[str, str] | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, "-m", "scheduler", *args], capture_output=True,
+                              text=True, env={**self.env, **(env or {})}, cwd=REPO, timeout=120)
+        if ok:
+            assert proc.returncode == 0, f"hasched {' '.join(args)}: {proc.stderr}{proc.stdout}"
+        return proc
+
+    def json(self, *args: str):
+        return json.loads(self(*args, "--json").stdout)
+
+
+@pytest.fixture
+def cli(lab, tmp_path) -> Cli:
+    # misfire=skip: no catch-up run at start-up, so the only run is the one the test starts.
+    lab.job("greet", job_toml("greet", "echo out-$((6*7)); echo err-line >&2", every="1h",
+                              agent="w1", misfire="skip", concurrency="allow"))
+    lab.agent("w1")
+    sched = lab.scheduler("a", role="active")
+    token_file = tmp_path / "cli-token"
+    token_file.write_text(API_TOKEN + "\n")
+    token_file.chmod(0o600)
+    return Cli(f"http://127.0.0.1:{sched.port}", token_file, tmp_path / "home")
+
+
+def test_jobs_runs_status_end_to_end(cli):
+    status = wait_for("the scheduler to be active", lambda: (
+        (s := cli.json("status"))["role"] == "active" and s))
+    assert status["jobs"] == 1 and status["state_store"] == "ok"
+
+    listing = cli("jobs", "list").stdout.splitlines()
+    assert listing[0].split()[:3] == ["NAME", "SCHEDULE", "TARGET"]
+    assert listing[1].split()[0] == "greet" and "w1" in listing[1]
+    assert [j["name"] for j in cli.json("jobs", "list")["jobs"]] == ["greet"]
+    assert cli.json("jobs", "show", "greet")["agent"] == "w1"
+
+    assert cli("jobs", "pause", "greet").stdout == "paused greet\n"
+    assert cli.json("jobs", "show", "greet")["paused"] is True
+    assert cli("jobs", "resume", "greet").stdout.startswith("resumed greet; next fire ")
+    assert cli.json("jobs", "show", "greet")["paused"] is False
+
+    started = cli("jobs", "run", "greet").stdout.strip()
+    assert started.startswith("started greet@")
+    run_id = started.removeprefix("started ")
+
+    def finished():
+        rows = cli.json("runs", "list", "--job", "greet")["runs"]
+        return [r for r in rows if r["run_id"] == run_id
+                and r["state"] not in ("scheduled", "dispatched", "running")]
+
+    final = wait_for(f"run {run_id} to finish", finished)
+    assert final[0]["state"] == "succeeded", final
+    table = cli("runs", "list", "--job", "greet", "--state", "succeeded", "--since", "1h").stdout
+    assert run_id in table and "succeeded" in table
+    assert cli.json("runs", "show", run_id)["exit_code"] == 0
+    assert "state:" in cli("runs", "show", run_id).stdout
+    wait_for("stdout to be collected", lambda: cli("runs", "logs", run_id).stdout == "out-42\n")
+    assert cli("runs", "logs", run_id, "--stderr").stdout == "err-line\n"
+
+    text = cli("status").stdout
+    assert "role:" in text and "active" in text and "runs_running:" in text
+
+
+def test_user_mistakes_are_one_line_exit_1(cli, tmp_path):
+    wrong = tmp_path / "wrong-token"
+    wrong.write_text("not-the-token\n")
+    proc = cli("jobs", "list", ok=False, env={"HASCHED_TOKEN_FILE": str(wrong)})
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.startswith("hasched: missing or wrong bearer token (HTTP 401")
+    assert proc.stderr.count("\n") == 1 and "not-the-token" not in proc.stderr
+
+    proc = cli("jobs", "show", "nope", ok=False)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "HTTP 404" in proc.stderr
+
+    proc = cli("runs", "show", "greet@2000-01-01T00:00:00Z", ok=False)
+    assert proc.returncode == 1 and "HTTP 404" in proc.stderr
+
+    proc = cli("runs", "list", "--state", "exploded", ok=False)
+    assert proc.returncode == 1 and "'state'" in proc.stderr and "HTTP 400" in proc.stderr
+
+
+def test_standby_refuses_run_now(lab, tmp_path):
+    lab.job("greet", job_toml("greet", "true", every="1h", agent="w1"))
+    lab.agent("w1")
+    sched = lab.scheduler("b", role="standby")
+    token_file = tmp_path / "cli-token"
+    token_file.write_text(API_TOKEN + "\n")
+    cli = Cli(f"http://127.0.0.1:{sched.port}", token_file, tmp_path / "home")
+    wait_for("the API to answer", lambda: cli("status", ok=False).returncode == 0)
+    assert cli.json("status")["role"] == "standby"
+    proc = cli("jobs", "run", "greet", ok=False)
+    assert proc.returncode == 1
+    assert "this scheduler is standby" in proc.stderr and "HTTP 409" in proc.stderr
