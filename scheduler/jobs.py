@@ -62,6 +62,9 @@ class Job:
     description: str = ""
     source: str = ""  # "file:line" of the [job.NAME] header
 
+    def __hash__(self) -> int:  # env is a read-only mapping, which has no hash of its own
+        return hash((self.name, self.command, self.trigger))
+
 
 class JobError(SourceError):
     """One mistake in a job file: str() is ``file:line: field: message``."""

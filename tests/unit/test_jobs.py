@@ -203,3 +203,11 @@ def test_calendar_defined_in_a_later_file(tmp_path):
     jobs, errors = load_jobs_dir(tmp_path, agents=AGENTS)
     assert errors == []
     assert jobs["j"].trigger.calendar == Calendar("weekends", frozenset({5, 6}))
+
+
+def test_jobs_are_hashable_and_read_only(tmp_path):
+    path = write(tmp_path, "a.toml", BASE + 'env = { LANG = "C" }\n')
+    (job,), _ = load_job_file(path)
+    assert job in {job}
+    with pytest.raises(TypeError):
+        job.env["LANG"] = "de_DE"  # type: ignore[index]
