@@ -1,0 +1,57 @@
+"""`hasched scheduler run` as a user meets it: bad input, bad job files, reload, signals."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import pytest
+from conftest import Lab, hasched, job_toml, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_bad_config_is_one_line_exit_2(lab: Lab) -> None:
+    cfg = lab.root / "bad.toml"
+    cfg.write_text('[scheduler]\nlisten = "127.0.0.1:notaport"\n')
+    r = subprocess.run(hasched("scheduler", "run", "--config", str(cfg)), capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{cfg}:2:"), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_jobs_dir_is_one_line_exit_2(lab: Lab) -> None:
+    lab.agent("a1")
+    s = lab.scheduler("a", role="standby")
+    assert s.proc is not None and s.proc.stop() == 0  # SIGTERM: clean exit 0
+    lab.jobs_dir.rmdir()
+    r = subprocess.run(hasched("scheduler", "run", "--config", str(s.config)),
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "jobs_dir" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bad_job_file_keeps_its_last_good_jobs_on_reload(lab: Lab) -> None:
+    lab.agent("a1")
+    lab.job("good", job_toml("good", every="1h", agent="a1", command="true"))
+    lab.job("bad", 'this is = not toml [')
+    s = lab.scheduler("a", role="standby")
+    assert s.status()["jobs"] == 1  # started with the good file
+    assert s.proc is not None
+    assert "bad.toml" in s.proc.logtext()
+    check = s.ctl({"op": "check"})
+    assert len(check["job_errors"]) == 1 and "bad.toml" in check["job_errors"][0]
+
+    # `good` turns bad: it stays in force; `bad` turns good: it is added
+    lab.job("good", job_toml("good", every="1h", agent="a1", command="true") + "every = 3\n")
+    lab.job("bad", job_toml("fixed", every="1h", agent="a1", command="true"))
+    answer = s.ctl({"op": "reload"})
+    assert answer["ok"] and answer["jobs"] == 2 and len(answer["errors"]) == 1, answer
+    assert "good.toml" in answer["errors"][0]
+
+    # SIGHUP reloads too
+    lab.job("good", job_toml("good", every="1h", agent="a1", command="true"))
+    s.proc.p.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    wait_for("the reload after SIGHUP", lambda: s.ctl({"op": "check"})["job_errors"] == [])
+    assert s.status()["jobs"] == 2
