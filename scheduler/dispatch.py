@@ -89,7 +89,9 @@ class Dispatcher:
         if not members:
             return None
         up = [a for a in members if self.reachable.get(a)] or members
-        return min(up, key=lambda a: (self.load.get(a, 0), a))
+        agent = min(up, key=lambda a: (self.load.get(a, 0), a))
+        self.load[agent] = self.load.get(agent, 0) + 1  # counted at once: a burst spreads out
+        return agent
 
     async def probe(self) -> int:
         """Health of every agent (read-only: a standby may call it); the highest epoch seen."""
@@ -141,7 +143,6 @@ class Dispatcher:
                 "reason": f"refused by agent {agent}: {e}"}, when=("scheduled",))])
             return False
         self._mark(agent, True)
-        self.load[agent] = self.load.get(agent, 0) + 1
         await self.writer.write([Change("update", row["run_id"], row["attempt"], fields={
             "state": "running", "agent": agent, "epoch": run.get("epoch", order.epoch),
             "dispatched_at": utc_iso(), "started_at": run.get("started_at"), "reason": None,
