@@ -55,7 +55,17 @@ def is_probe() -> bool:
 
 
 def is_promotable() -> bool:
-    return is_true(meta("promotable"))
+    """Part of a promotable clone? Pacemaker 2.1 passes promoted_max/master_max, not always
+    promotable (same test as ocf-shellfuncs' ocf_is_ms)."""
+    if is_true(meta("promotable")):
+        return True
+    for key in ("promoted_max", "master_max"):
+        try:
+            if int(meta(key, "0")) > 0:
+                return True
+        except ValueError:
+            pass
+    return False
 
 
 def action_timeout(default: float) -> float:

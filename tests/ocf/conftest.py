@@ -195,13 +195,26 @@ class Cluster:
                 except subprocess.TimeoutExpired:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait(timeout=30)
-        for proc in psutil.process_iter(["name"]):
-            if proc.info["name"] and proc.info["name"].startswith("pacemaker-"):
+        for proc in host_processes():
+            if proc.info["name"].startswith("pacemaker-"):
                 proc.kill()  # a child that outlived pacemakerd (only after a crash)
 
 
+def host_processes() -> list[psutil.Process]:
+    """Processes in our PID namespace: the lab's containers run their own Pacemakers."""
+    ours = os.readlink("/proc/self/ns/pid")
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        try:
+            if os.readlink(f"/proc/{proc.pid}/ns/pid") == ours and proc.info["name"]:
+                found.append(proc)
+        except OSError:
+            pass
+    return found
+
+
 def cluster_running() -> list[str]:
-    return [p.info["name"] for p in psutil.process_iter(["name"])
+    return [p.info["name"] for p in host_processes()
             if p.info["name"] in ("corosync", "pacemakerd")]
 
 
