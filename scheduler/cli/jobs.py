@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 
 from scheduler.cli.client import Client, CliError, client_options, quote
-from scheduler.cli.output import json_option, print_json, print_record, print_table
+from scheduler.cli.output import (
+    duration,
+    json_option,
+    print_json,
+    print_record,
+    print_table,
+    short_time,
+)
 
+OPEN_STATES = ("scheduled", "dispatched", "running")
 JOB_ORDER = ("name", "paused", "next_fire", "schedule", "cron", "every", "at", "timezone",
              "agent", "pool", "command", "timeout", "retries")
 
@@ -18,7 +27,7 @@ def _schedule(job: dict[str, Any]) -> Any:
     for key in ("schedule", "cron", "every", "at"):
         if job.get(key):
             value = job[key]
-            return value if key in ("schedule", "cron") else f"{key} {value}"
+            return value if key in ("schedule", "cron") else f"{key} {duration(value)}"
     return job.get("trigger")
 
 
@@ -51,7 +60,7 @@ def list_jobs(client: Client, as_json: bool) -> None:
         ("NAME", lambda j: j.get("name")),
         ("SCHEDULE", _schedule),
         ("TARGET", _target),
-        ("NEXT FIRE", lambda j: "paused" if j.get("paused") else j.get("next_fire")),
+        ("NEXT FIRE", lambda j: "paused" if j.get("paused") else short_time(j.get("next_fire"))),
     ], empty="no jobs")
 
 
@@ -73,18 +82,38 @@ def show_job(client: Client, name: str, as_json: bool) -> None:
 
 @jobs.command("run")
 @click.argument("name")
+@click.option("--wait", is_flag=True,
+              help="Wait until the run ends; exit 0 only if it succeeded.")
 @client_options
 @json_option
-def run_job(client: Client, name: str, as_json: bool) -> None:
+def run_job(client: Client, name: str, wait: bool, as_json: bool) -> None:
     """Start a run of a job now, outside its schedule; prints the new run id.
 
-    Example: hasched jobs run nightly-backup && hasched runs list --job nightly-backup
+    Example: hasched jobs run nightly-backup --wait && hasched runs logs nightly-backup
     """
     answer = client.post_json(f"/v1/jobs/{quote(name)}/run")
+    run = answer.get("run", {})
+    if not as_json:
+        click.echo(f"started {run.get('run_id', '?')}")
+    if wait:
+        run = _wait_for_end(client, run["run_id"])
+        answer = {"run": run}
     if as_json:
         print_json(answer)
-    else:
-        click.echo(f"started {answer.get('run', {}).get('run_id', '?')}")
+    elif wait:
+        reason = f" ({run['reason']})" if run.get("reason") else ""
+        click.echo(f"{run['run_id']}: {run.get('state')}{reason}")
+    if wait and run.get("state") != "succeeded":
+        raise SystemExit(1)
+
+
+def _wait_for_end(client: Client, run_id: str) -> dict[str, Any]:
+    # No deadline of our own: the job's timeout bounds the run; Ctrl-C stops waiting.
+    while True:
+        run = client.get_json(f"/v1/runs/{quote(run_id)}")
+        if run.get("state") not in OPEN_STATES:
+            return run
+        time.sleep(0.5)
 
 
 @jobs.command("pause")

@@ -50,3 +50,26 @@ def print_record(record: dict[str, Any], order: Sequence[str] = ()) -> None:
     width = max((len(k) for k in keys), default=0)
     for key in keys:
         click.echo(f"{key + ':':<{width + 1}} {cell(record[key])}")
+
+
+def short_time(value: Any) -> Any:
+    """An ISO time to the second, for tables ('2026-12-01T01:30:00.123456Z' -> '...:00Z')."""
+    if not isinstance(value, str) or "." not in value:
+        return value
+    head, _, tail = value.partition(".")
+    zone = tail.lstrip("0123456789")
+    return head + zone
+
+
+def duration(seconds: Any) -> Any:
+    """Seconds as the job files write them: 300 -> '5m', 5400 -> '1h30m'."""
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
+        return seconds
+    if seconds != int(seconds):
+        return f"{seconds:g}s"
+    rest, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if rest >= size:
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts)

@@ -8,8 +8,14 @@ from typing import Any
 
 import click
 
-from scheduler.cli.client import Client, client_options, quote
-from scheduler.cli.output import json_option, print_json, print_record, print_table
+from scheduler.cli.client import Client, CliError, client_options, quote
+from scheduler.cli.output import (
+    json_option,
+    print_json,
+    print_record,
+    print_table,
+    short_time,
+)
 
 RUN_ORDER = ("run_id", "attempt", "job", "state", "reason", "exit_code", "agent", "epoch",
              "nominal", "started_at", "finished_at")
@@ -88,10 +94,20 @@ def list_runs(client: Client, job: str | None, state: str | None, since: str | N
         ("TRY", lambda r: r.get("attempt")),
         ("STATE", lambda r: r.get("state")),
         ("AGENT", lambda r: r.get("agent")),
-        ("STARTED", lambda r: r.get("started_at")),
+        ("STARTED", lambda r: short_time(r.get("started_at"))),
         ("TOOK", _duration),
         ("EXIT", lambda r: r.get("exit_code")),
     ], empty="no runs")
+
+
+def _resolve(client: Client, run_id: str) -> str:
+    """A run id, or a job name (no '@' in it) standing for that job's newest run."""
+    if "@" in run_id:
+        return run_id
+    rows = client.get_json("/v1/runs", {"job": run_id, "limit": 1}).get("runs", [])
+    if not rows:
+        raise CliError(f"no runs of job {run_id!r}")
+    return rows[0]["run_id"]
 
 
 @runs.command("show")
@@ -99,11 +115,11 @@ def list_runs(client: Client, job: str | None, state: str | None, since: str | N
 @client_options
 @json_option
 def show_run(client: Client, run_id: str, as_json: bool) -> None:
-    """Show one run: state, reason, agent, attempt, times.
+    """Show one run (RUN_ID, or a job name for its newest run): state, reason, agent, times.
 
     Example: hasched runs show 'nightly-backup@2026-12-01T01:30:00Z'
     """
-    run = client.get_json(f"/v1/runs/{quote(run_id)}")
+    run = client.get_json(f"/v1/runs/{quote(_resolve(client, run_id))}")
     if as_json:
         print_json(run)
     else:
@@ -116,11 +132,12 @@ def show_run(client: Client, run_id: str, as_json: bool) -> None:
 @client_options
 @json_option
 def run_logs(client: Client, run_id: str, stderr: bool, as_json: bool) -> None:
-    """Print a run's output: its stdout, or its stderr with --stderr.
+    """Print a run's stdout (or --stderr); RUN_ID, or a job name for its newest run.
 
     Example: hasched runs logs 'nightly-backup@2026-12-01T01:30:00Z' --stderr
     """
     stream = "stderr" if stderr else "stdout"
+    run_id = _resolve(client, run_id)
     text = client.get_text(f"/v1/runs/{quote(run_id)}/output", {"stream": stream})
     if as_json:
         print_json({"run_id": run_id, "stream": stream, "output": text})

@@ -82,6 +82,13 @@ def test_jobs_runs_status_end_to_end(cli):
     wait_for("stdout to be collected", lambda: cli("runs", "logs", run_id).stdout == "out-42\n")
     assert cli("runs", "logs", run_id, "--stderr").stdout == "err-line\n"
 
+    # --wait follows the run to its end; a job name stands for its newest run.
+    waited = cli("jobs", "run", "greet", "--wait").stdout.splitlines()
+    second = waited[0].removeprefix("started ")
+    assert waited[1] == f"{second}: succeeded"
+    assert cli.json("runs", "show", "greet")["run_id"] == second
+    assert cli("runs", "logs", "greet", "--stderr").stdout == "err-line\n"
+
     text = cli("status").stdout
     assert "role:" in text and "active" in text and "runs_running:" in text
 
