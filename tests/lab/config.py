@@ -12,6 +12,7 @@ from pathlib import Path
 STATE_DIR = Path("/var/lib/hasched-lab")
 CACHE_DIR = Path("/var/cache/hasched-lab")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+WHEELHOUSE = CACHE_DIR / "wheelhouse"
 INVENTORY_DIR = REPO_ROOT / "ansible" / "inventories" / "lab"
 
 PREFIX = "hlab"  # every namespace, veth and bridge name starts with it, so `down` finds strays
@@ -30,8 +31,8 @@ SUITE = "bookworm"
 BASE_INCLUDE = ["systemd", "systemd-sysv", "dbus", "iproute2", "python3"]
 CHROOT_PACKAGES = [
     "pacemaker", "corosync", "pcs", "resource-agents", "fence-agents", "ipmitool",
-    "openssh-server", "sudo", "python3-venv", "python3-pip", "iputils-ping", "procps",
-    "curl", "less",
+    "openssh-server", "sudo", "python3-venv", "python3-pip", "python3-apt", "iputils-ping",
+    "procps", "pacemaker-cli-utils", "libxml2-utils", "curl", "less",
 ]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from . import nodes
-from .config import BMC_IP, BMC_USER, INVENTORY_DIR, NODES, STATE_DIR, VIP
+from .config import BMC_IP, BMC_USER, INVENTORY_DIR, NODES, VIP, WHEELHOUSE
 from .secrets import SECRETS_FILE, SSH_DIR
 
 KNOWN_HOSTS = SSH_DIR / "known_hosts"
@@ -52,7 +52,8 @@ def write(key: Path) -> Path:
             "pacemaker_cluster_ipmi_username": BMC_USER,
             "hasched_vip": VIP,
             "hasched_vip_cidr_netmask": 24,
-            "hasched_wheelhouse_dir": str(STATE_DIR / "wheelhouse"),
+            "hasched_wheelhouse_dir": str(WHEELHOUSE),
+            "hasched_pip_no_index": True,
         },
         "children": {
             "cluster": {"hosts": {n.name: host(n) for n in NODES if n.cluster}},

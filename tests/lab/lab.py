@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from . import inventory, net, nodes, power, rootfs, secrets, state
-from .config import CLIENT_NS, NODES, REPO_ROOT, STATE_DIR, Node
+from .config import CLIENT_NS, NODES, REPO_ROOT, STATE_DIR, WHEELHOUSE, Node
 
 REQUIRED = ["debootstrap", "systemd-nspawn", "ip", "tc", "ssh", "ssh-keygen", "nsenter", "mount"]
 
@@ -36,7 +36,7 @@ def preflight() -> None:
 def up(timeout: float = 300) -> None:
     preflight()
     with state.locked():
-        secrets.load()
+        secrets.write_api_token(secrets.load())
         key = secrets.ssh_key()
         lower = rootfs.extract(log)
         log("network")
@@ -51,8 +51,24 @@ def up(timeout: float = 300) -> None:
                 log(f"boot {n.name}")
                 nodes.boot(n)
         _start_bmc()
+    build_wheelhouse()
     _wait_ssh(key, timeout)
     log(f"up; inventory {inventory.INVENTORY_DIR / 'hosts.yml'}")
+
+
+def build_wheelhouse() -> None:
+    """hasched and its dependencies as wheels, for the hasched role (the lab has no internet).
+
+    Built here, in the host's namespace where PyPI is reachable; the dependencies stay cached,
+    the hasched wheel is rebuilt on every `up` so the lab always runs the working tree's code.
+    """
+    WHEELHOUSE.mkdir(parents=True, exist_ok=True)
+    for old in WHEELHOUSE.glob("hasched-*.whl"):
+        old.unlink()
+    log("wheelhouse")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check",
+                    "--wheel-dir", str(WHEELHOUSE), "--find-links", str(WHEELHOUSE),
+                    str(REPO_ROOT)], check=True)
 
 
 def _start_bmc() -> None:
@@ -107,6 +123,7 @@ def down() -> None:
         shutil.rmtree(STATE_DIR / "nodes", ignore_errors=True)
         shutil.rmtree(secrets.SSH_DIR, ignore_errors=True)
         secrets.SECRETS_FILE.unlink(missing_ok=True)
+        (STATE_DIR / "api.token").unlink(missing_ok=True)
         inventory.remove()
         state.clear()
     log("down")

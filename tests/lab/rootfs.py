@@ -72,6 +72,9 @@ def build(log=print) -> Path:
     _run(["tar", "-C", str(work), "--numeric-owner", "--xattrs", "-cf", str(partial), "."], log)
     partial.rename(tarball)
     shutil.rmtree(work)
+    for stale in CACHE_DIR.glob(f"rootfs-{SUITE}-*.tar"):
+        if stale != tarball:  # an older package list: never used again
+            stale.unlink()
     return tarball
 
 

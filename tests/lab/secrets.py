@@ -34,6 +34,15 @@ def load() -> dict:
     return values
 
 
+def write_api_token(values: dict) -> Path:
+    """The scheduler API token as a file, for `hasched --token-file` from the client namespace."""
+    path = STATE_DIR / "api.token"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(values["hasched_api_token"] + "\n")
+    return path
+
+
 def ssh_key() -> Path:
     """The lab's root SSH key (private key path); its .pub goes into every node."""
     SSH_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
