@@ -1,8 +1,9 @@
 #!/bin/sh
 # Install ocf:hasched:scheduler: $OCF_ROOT/resource.d/hasched/{scheduler,ocfagent.py}.
 # usage: install.sh [--python PATH] [--ocf-root DIR]
-# The agent's shebang becomes "#!PATH -IS" (no site processing, no environment influence on
-# every monitor); the interpreter's site-packages (for psutil) are written into the agent.
+# The agent's shebang becomes "#!PATH -IS": the agent needs only the standard library, so it skips
+# site processing and the PYTHON* environment on every monitor. PATH decides which `hasched` the
+# agent uses by default: the one installed beside that interpreter.
 set -eu
 
 python=$(command -v python3 || true)
@@ -17,13 +18,12 @@ while [ $# -gt 0 ]; do
 done
 
 src=$(cd "$(dirname "$0")" && pwd)
-if [ -z "$python" ] || ! "$python" -c 'import psutil' 2>/dev/null; then
-    echo "$0: --python ${python:-python3}: no such interpreter, or it lacks psutil" >&2
+if [ -z "$python" ] || ! "$python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null
+then
+    echo "$0: --python ${python:-python3}: no such interpreter, or older than Python 3.11" >&2
     exit 2
 fi
 case $python in /*) ;; *) python=$(command -v "$python") ;; esac
-site=$("$python" -c 'import json, os, site
-print(json.dumps([d for d in site.getsitepackages() if os.path.isdir(d)]))')
 
 dest=$ocf_root/resource.d/hasched
 install -d -m 0755 "$dest"
@@ -31,11 +31,8 @@ tmp=$(mktemp "$dest/.scheduler.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
 {
     echo "#!$python -IS"
-    sed -e '1d' -e "s|^SITE_PACKAGES: list\[str\] = \[\]\$|SITE_PACKAGES: list[str] = $site|" \
-        "$src/hasched/scheduler"
+    sed -e '1d' "$src/hasched/scheduler"
 } >"$tmp"
-grep -q "^SITE_PACKAGES: list\[str\] = \[\"" "$tmp" || {
-    echo "$0: could not record site-packages in the agent" >&2; exit 1; }
 chmod 0755 "$tmp"
 install -m 0644 "$src/ocfagent.py" "$dest/ocfagent.py"
 # Compile once now: the agent never writes bytecode under $OCF_ROOT at run time.

@@ -86,6 +86,41 @@ def check_level(supported: tuple[int, ...]) -> int:
     return max((lvl for lvl in supported if lvl <= wanted), default=0)
 
 
+# -- process identity ----------------------------------------------------------------------------
+
+
+class Proc:
+    """A process as /proc shows it. `started` is its start time in clock ticks since boot
+    (field 22 of /proc/PID/stat): with the PID it names one process for the life of the system,
+    so a PID reused by another process never matches. Read without psutil: importing psutil
+    costs more than a whole interpreter start, and monitor runs every few seconds."""
+
+    __slots__ = ("pid", "started", "state", "cmdline")
+
+    def __init__(self, pid: int, started: int, state: str, cmdline: list[str]) -> None:
+        self.pid, self.started, self.state, self.cmdline = pid, started, state, cmdline
+
+    @classmethod
+    def read(cls, pid: int) -> Proc | None:
+        """The process `pid`, or None when there is none (zombies are reported, state "Z")."""
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                raw = f.read()
+        except (OSError, ValueError):
+            return None
+        # The command name (field 2) may contain spaces and parentheses: split after the last ")".
+        fields = stat[stat.rfind(b")") + 2:].split()
+        cmdline = [a.decode(errors="replace") for a in raw.split(b"\0")[:-1]]
+        return cls(pid, int(fields[19]), fields[0].decode(), cmdline)
+
+    def alive(self) -> bool:
+        """Still this very process (same PID and start time), and not a zombie."""
+        now = Proc.read(self.pid)
+        return now is not None and now.started == self.started and now.state != "Z"
+
+
 # -- logging -----------------------------------------------------------------------------------
 
 _SYSLOG_LEVELS = {"debug": 7, "info": 6, "warning": 4, "err": 3}
@@ -166,11 +201,18 @@ class Action:
         self.depth, self.role = depth, role
 
 
+def escape(text: str) -> str:
+    """XML text escaping (xml.sax.saxutils would cost an import chain of its own)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def quoteattr(text: str) -> str:
+    return '"' + escape(text).replace('"', "&quot;") + '"'
+
+
 def render_metadata(name: str, version: str, shortdesc: str, longdesc: str,
                     parameters: list[Parameter], actions: list[Action]) -> str:
     """OCF 1.1 meta-data XML; every text and attribute is escaped."""
-    from xml.sax.saxutils import escape, quoteattr
-
     out = ['<?xml version="1.0"?>',
            '<!DOCTYPE resource-agent SYSTEM "ra-api-1.dtd">',
            f"<resource-agent name={quoteattr(name)} version={quoteattr(version)}>",

@@ -67,6 +67,13 @@ def install_agent(ocf_root: Path) -> Path:
     return ocf_root / "resource.d" / "hasched" / "scheduler"
 
 
+def start_ticks(pid: int) -> int:
+    """The process's start time in clock ticks since boot, as the agent's PID file records it."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
+    return int(stat[stat.rfind(b")") + 2:].split()[19])
+
+
 def daemons_of(config: Path) -> list[psutil.Process]:
     """Live scheduler daemons whose command line names `config`."""
     found = []

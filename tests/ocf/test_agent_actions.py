@@ -13,7 +13,7 @@ from typing import NamedTuple
 import psutil
 import pytest
 
-from .conftest import Setup, daemons_of, run_agent, wait_for
+from .conftest import Setup, daemons_of, run_agent, start_ticks, wait_for
 
 pytestmark = pytest.mark.ocf
 
@@ -122,20 +122,19 @@ def make_state(state: str, agent, setup: Setup, witnesses: list) -> bool:
         return True
     if state == "stale pid file":
         gone = spawn(["true"])
-        started = psutil.Process(gone.pid).create_time()  # a zombie until wait(): still readable
+        started = start_ticks(gone.pid)  # a zombie until wait(): still readable
         gone.wait()
-        setup.pidfile.write_text(f"{gone.pid}\n{started:.2f}\n")
+        setup.pidfile.write_text(f"{gone.pid}\n{started}\n")
     elif state == "pid reused by another command":
         other = spawn(["sleep", "600"])
         witnesses.append(other)
-        setup.pidfile.write_text(f"{other.pid}\n{psutil.Process(other.pid).create_time():.2f}\n")
+        setup.pidfile.write_text(f"{other.pid}\n{start_ticks(other.pid)}\n")
     elif state == "pid reused by a look-alike started later":
         # Same command line as our daemon, but started after the recorded start time.
         lookalike = spawn(["python3", "-c", "import time; time.sleep(600)", "scheduler", "run",
                            "--config", str(setup.config)])
         witnesses.append(lookalike)
-        started = psutil.Process(lookalike.pid).create_time() - 60
-        setup.pidfile.write_text(f"{lookalike.pid}\n{started:.2f}\n")
+        setup.pidfile.write_text(f"{lookalike.pid}\n{start_ticks(lookalike.pid) - 6000}\n")
     return False
 
 
@@ -194,8 +193,7 @@ def test_stop_escalates_to_kill_within_the_budget(agent, setup) -> None:
     try:
         wait_for("the stubborn process to ignore TERM", lambda: ignores_term(stubborn.pid),
                  timeout=30)
-        setup.pidfile.write_text(
-            f"{stubborn.pid}\n{psutil.Process(stubborn.pid).create_time():.2f}\n")
+        setup.pidfile.write_text(f"{stubborn.pid}\n{start_ticks(stubborn.pid)}\n")
         done = run_agent(agent, "stop", setup.env(timeout="8000", interval="0"))
         assert done.returncode == 0, done.stderr
         assert "KILL" in done.stderr
