@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
-import sys
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,9 +14,7 @@ from scheduler import __version__
 from scheduler import planner as planning
 from scheduler.calendars import load_calendars
 from scheduler.config import (
-    ConfigError,
     SchedulerConfig,
-    load_scheduler_config,
     read_token,
     read_tokens,
 )
@@ -30,7 +26,6 @@ from scheduler.ledger import (
     BatchWriter,
     Change,
     Ledger,
-    LedgerError,
     nominal_iso,
     parse_time,
     utc_iso,
@@ -128,6 +123,7 @@ class Scheduler:
         self._probe_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._advancing: set[tuple[str, int]] = set()
+        self._spawned: set[asyncio.Task[None]] = set()
         self._role_lock = asyncio.Lock()
         self.plan: Any = None
         self._api_runner: Any = None
@@ -213,9 +209,14 @@ class Scheduler:
             self._tasks = [asyncio.create_task(self._plan_loop()),
                            asyncio.create_task(self._collect_loop())]
 
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+
     async def _deactivate(self) -> None:
         async with self._role_lock:
-            tasks, self._tasks = self._tasks, []
+            tasks, self._tasks = self._tasks + list(self._spawned), []
             for t in tasks:
                 t.cancel()
             for t in tasks:
@@ -238,11 +239,11 @@ class Scheduler:
         if self.metrics is not None:
             self.metrics.set_epoch(new)
         await self._activate()
-        return {"role": self.role, "epoch": new}
+        return {"role": self._public_role(), "epoch": new}
 
     async def demote(self) -> dict[str, Any]:
         await self._deactivate()
-        return {"role": self.role, "epoch": self.ledger.epoch()}
+        return {"role": self._public_role(), "epoch": self.ledger.epoch()}
 
     # -- planning ----------------------------------------------------------------------
     async def _catch_up(self, latest: dict[str, str], now: datetime) -> None:
@@ -297,16 +298,20 @@ class Scheduler:
         for key in rows:
             row = self.ledger.get_attempt(*key)
             if row and row["state"] == "scheduled":
-                asyncio.create_task(self._advance(row))
+                self._spawn(self._advance(row))
 
     async def _collect_loop(self) -> None:
         assert self.dispatcher is not None
         while self.role == "active":
             try:
                 await self.dispatcher.collect()
-                for row in self.ledger.open_runs():
-                    if row["state"] == "scheduled" and self.role == "active":
-                        await self._advance(row)
+                # Scheduled runs move on together; a run bound to an agent that is down waits
+                # for the next pass that finds it up (no timeout per run per pass).
+                reach = self.dispatcher.reachable
+                pending = [r for r in self.ledger.open_runs() if r["state"] == "scheduled"
+                           and (not r["agent"] or reach.get(r["agent"], False))]
+                if self.role == "active":
+                    await asyncio.gather(*(self._advance(r) for r in pending))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -406,7 +411,7 @@ class Scheduler:
         if at is None:
             return
         await self.writer.write([Change("create", row["run_id"], row["attempt"] + 1, row["job"], {
-            "nominal": row["nominal"], "scheduled_at": utc_iso(at), "agent": row["agent"],
+            "nominal": row["nominal"], "scheduled_at": utc_iso(at), "agent": None,
             "manual": row["manual"], "reason": f"retry of attempt {row['attempt']}"})])
         log.info("run %s: attempt %d at %s", row["run_id"], row["attempt"] + 1, utc_iso(at))
 
@@ -431,9 +436,10 @@ class Scheduler:
             return f"error: {e}"
 
     def health(self) -> dict[str, Any]:
-        return {"role": self._public_role(), "epoch": self.ledger.epoch(),
-                "version": __version__, "state_store": self._store_state(),
-                "jobs": len(self.jobs)}
+        state = self._store_state()
+        return {"role": self._public_role(),
+                "epoch": self.ledger.epoch() if state == "ok" else None,
+                "version": __version__, "state_store": state, "jobs": len(self.jobs)}
 
     def _public_role(self) -> str:
         return "active" if self.role == "active" else "standby"
@@ -478,7 +484,7 @@ class Scheduler:
             "nominal": nominal_iso(t), "manual": 1, "agent": self.dispatcher.pick_agent(job)})])
         row = self.ledger.get_run(rid)
         if row and row["state"] == "scheduled":
-            asyncio.create_task(self._advance(row))
+            self._spawn(self._advance(row))
         return self._run_view(row)
 
     async def _set_paused(self, name: str, paused: bool) -> dict[str, Any]:
@@ -524,66 +530,3 @@ class Scheduler:
             except Exception as e:
                 raise NotFound(f"output of {run_id} not available: {e}") from e
         raise NotFound(f"no output recorded for {run_id}")
-
-
-# -- the process -----------------------------------------------------------------------------
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("hasched")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
-
-
-def _write_pidfile(path: str) -> None:
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(f"{os.getpid()}\n")
-    tmp.replace(path)
-
-
-async def _serve(sched: Scheduler, pidfile: str | None) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(sched.reload()))
-    try:
-        await sched.start()
-        if pidfile:
-            _write_pidfile(pidfile)
-        log.info("scheduler running (pid %d, role %s, epoch %d)", os.getpid(),
-                 sched._public_role(), sched.ledger.epoch())
-        await stop.wait()
-        log.info("stopping")
-    finally:
-        await sched.stop()
-        if pidfile:
-            Path(pidfile).unlink(missing_ok=True)
-
-
-def run(config_path: str, role: str = "active", pidfile: str | None = None,
-        log_level: str | None = None) -> int:
-    """The `hasched scheduler run` command; returns the exit status."""
-    try:
-        config = load_scheduler_config(config_path)
-        jobs_dir = Path(config.jobs_dir)
-        if not jobs_dir.is_dir():
-            raise ConfigError(config.path, None, "jobs_dir", f"{jobs_dir}: not a directory")
-        setup_logging(log_level or config.log_level)
-        sched = Scheduler(config, role, _metrics())
-    except (ConfigError, LedgerError) as e:
-        print(" ".join(str(e).split()), file=sys.stderr)
-        return 2
-    try:
-        asyncio.run(_serve(sched, pidfile))
-    except (ConfigError, LedgerError, OSError) as e:
-        log.error("%s", " ".join(str(e).split()))
-        return 1
-    return 0
-
-
-def _metrics() -> Any:
-    from scheduler.metrics import Metrics
-
-    return Metrics()

@@ -291,14 +291,20 @@ class Dispatcher:
         Returns, per job, the latest nominal time seen (the predecessor's last fire)."""
         latest: dict[str, str] = {}
         changes: list[Change] = []
-        for agent, client in self.clients.items():
+
+        async def fetch(agent: str, client: AgentClient) -> list[dict[str, Any]]:
             try:
                 runs = await client.runs(since=now - ADOPT_WINDOW)
             except (AgentUnreachable, AgentError) as e:
                 self._mark(agent, False, str(e))
                 log.warning("cannot adopt runs from %s: %s", agent, e)
-                continue
+                return []
             self._mark(agent, True)
+            return runs
+
+        names = list(self.clients)
+        fetched = await asyncio.gather(*(fetch(n, self.clients[n]) for n in names))
+        for agent, runs in zip(names, fetched, strict=True):
             for run in runs:
                 final = bool(run.get("acked")) and run["state"] in FINAL_STATES
                 changes.append(self.adoption(agent, run, final))

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import signal
 import sys
+from pathlib import Path
+from typing import Any
 
 import click
+
+log = logging.getLogger("hasched.scheduler")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -36,10 +44,75 @@ def run_cmd(config: str, role: str, pidfile: str | None, log_level: str | None) 
     Example:
       hasched scheduler run --config /etc/hasched/scheduler.toml
     """
-    # Imported here so that `hasched --help` and the other commands do not load aiohttp.
-    from scheduler.daemon import run
-
     sys.exit(run(config, role, pidfile, log_level))
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("hasched")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def _write_pidfile(path: str) -> None:
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(f"{os.getpid()}\n")
+    tmp.replace(path)
+
+
+async def _serve(sched: Any, pidfile: str | None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(sched.reload()))
+    try:
+        await sched.start()
+        if pidfile:
+            _write_pidfile(pidfile)
+        st = sched.status()
+        log.info("scheduler running (pid %d, role %s, epoch %d)", st["pid"], st["role"],
+                 st["epoch"])
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await sched.stop()
+        if pidfile:
+            Path(pidfile).unlink(missing_ok=True)
+
+
+def run(config_path: str, role: str = "active", pidfile: str | None = None,
+        log_level: str | None = None) -> int:
+    """The `hasched scheduler run` command; returns the exit status."""
+    # Imported here so that `hasched --help` and the other commands do not load aiohttp.
+    from scheduler.config import ConfigError, load_scheduler_config
+    from scheduler.daemon import Scheduler
+    from scheduler.ledger import LedgerError
+
+    try:
+        config = load_scheduler_config(config_path)
+        jobs_dir = Path(config.jobs_dir)
+        if not jobs_dir.is_dir():
+            raise ConfigError(config.path, None, "jobs_dir", f"{jobs_dir}: not a directory")
+        setup_logging(log_level or config.log_level)
+        sched = Scheduler(config, role, _metrics())
+    except (ConfigError, LedgerError) as e:
+        print(" ".join(str(e).split()), file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(sched, pidfile))
+    except (ConfigError, LedgerError, OSError) as e:
+        log.error("%s", " ".join(str(e).split()))
+        return 1
+    return 0
+
+
+def _metrics() -> Any:
+    from scheduler.metrics import Metrics
+
+    return Metrics()
 
 
 def main() -> None:
