@@ -6,6 +6,7 @@ hash of the package list so a changed list builds a new one and an unchanged one
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -44,10 +45,16 @@ def _run(cmd: list[str], log) -> None:
 
 def build(log=print) -> Path:
     """Return the cached tarball, building it when the package list changed."""
-    tarball = tarball_path()
-    if tarball.exists():
-        return tarball
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / "build.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two concurrent `up`s must not build in one dir
+        tarball = tarball_path()
+        if tarball.exists():
+            return tarball
+        return _build(tarball, log)
+
+
+def _build(tarball: Path, log) -> Path:
     work = CACHE_DIR / f"build-{cache_key()}"
     if work.exists():
         shutil.rmtree(work)
