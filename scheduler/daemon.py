@@ -32,6 +32,7 @@ from scheduler.ledger import (
 )
 from scheduler.protocol import AgentClient, StaleEpoch
 from scheduler.service import NotActive, NotFound
+from scheduler.tomlsrc import SourceError
 from scheduler.triggers import zone
 
 log = logging.getLogger("hasched.scheduler")
@@ -76,11 +77,20 @@ class JobSet:
         self.jobs: dict[str, Any] = {}
         self.errors: list[str] = []
 
-    def load(self) -> list[str]:
+    def load(self, strict: bool = False) -> list[str]:
+        """Re-read the job files; the errors, one line each. A bad calendars file keeps every
+        job as it was (or, when `strict`, at start, raises: it is configuration)."""
         agents = self.config.agents or {}
         pools = {label for a in agents.values() for label in a.labels}
-        calendars = (load_calendars(self.config.calendars_file)
-                     if self.config.calendars_file else {})
+        try:
+            calendars = (load_calendars(self.config.calendars_file)
+                         if self.config.calendars_file else {})
+        except SourceError as e:
+            if strict:
+                raise
+            log.error("calendars: %s; jobs unchanged", e)
+            self.errors = [str(e)]
+            return self.errors
         fresh, errs = load_jobs_dir(self.config.jobs_dir, agents=set(agents), pools=pools,
                                     calendars=calendars)
         errors = [str(e) for e in errs]
@@ -110,6 +120,7 @@ class Scheduler:
         self.ledger = Ledger(Path(config.state_dir) / "ledger.sqlite")
         self.writer = BatchWriter(self.ledger)
         self.jobset = JobSet(config)
+        self.jobset.load(strict=True)
         # Tokens are read at construction so that a bad token file is a start-up error (exit 2).
         agents = config.agents or {}
         self.clients: dict[str, AgentClient] = {
@@ -134,8 +145,7 @@ class Scheduler:
 
     # -- life cycle --------------------------------------------------------------
     async def start(self) -> None:
-        """Load jobs, connect to agents, listen (control socket, REST API); then take the role."""
-        self.jobset.load()
+        """Connect to agents, listen (control socket, REST API); then take the role."""
         agents = self.config.agents or {}
         self.dispatcher = Dispatcher(
             self.ledger, self.writer, self.clients, {n: list(a.labels) for n, a in agents.items()},
