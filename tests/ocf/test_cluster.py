@@ -17,6 +17,7 @@ from .conftest import HASCHED, Setup, daemons_of, sh, wait_for
 pytestmark = pytest.mark.ocf
 
 AGENT = "/usr/lib/ocf/resource.d/hasched/scheduler"
+PACEMAKER_LOG = Path("/var/log/pacemaker/pacemaker.log")
 # The only complaints ocf-tester may make: its ra-api-1.dtd predates OCF 1.1, so xmllint rejects
 # 1.1 features (reloadable, select contents, reload-agent). Everything else must pass.
 DTD_COMPLAINT = "* rc=4: Your agent produces meta-data which does not conform to ra-api-1.dtd"
@@ -51,6 +52,12 @@ def pidfile_pid(path: Path) -> int | None:
 
 def on_lo(ip: str) -> bool:
     return f" {ip}/32 " in sh("ip", "-o", "addr", "show", "dev", "lo").stdout
+
+
+def log_since(offset: int) -> str:
+    with open(PACEMAKER_LOG, "rb") as f:
+        f.seek(offset)
+        return f.read().decode(errors="replace")
 
 
 def test_pcs_describes_the_agent(cluster) -> None:
@@ -114,6 +121,14 @@ def test_group_with_address_restart_after_kill_and_disable(cluster) -> None:
         assert on_lo(ip)
         old_pid = pidfile_pid(pidfile)
         assert old_pid and old_pid in [p.pid for p in daemons_of(setup.config)]
+
+        # log_level is reloadable: Pacemaker runs reload-agent, not a restart.
+        seen = PACEMAKER_LOG.stat().st_size
+        sh("pcs", "resource", "update", "hasched-jobs", "log_level=debug", check=True)
+        wait_for("Pacemaker to log a successful reload-agent",
+                 lambda: "Result of reload-agent operation for hasched-jobs on node1: ok"
+                 in log_since(seen), timeout=180)
+        assert pidfile_pid(pidfile) == old_pid
 
         os.kill(old_pid, signal.SIGKILL)
         wait_for("a fail count for hasched-jobs", lambda: fail_count("hasched-jobs") >= 1,
