@@ -84,7 +84,8 @@ def main() -> None:
             }
         finally:
             subprocess.run([agent, "stop"], env=ours, stdout=subprocess.DEVNULL)
-            subprocess.run([str(ANYTHING), "stop"], env=anything, stdout=subprocess.DEVNULL)
+            subprocess.run([str(ANYTHING), "stop"], env=anything, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
