@@ -7,6 +7,7 @@ order is acted on.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -74,14 +75,15 @@ class AgentAPI:
         except (ValueError, UnicodeDecodeError) as e:
             raise ProtocolError(f"body: not valid JSON: {str(e).splitlines()[0]}") from None
 
-    def _check_epoch(self, epoch: int) -> web.Response | None:
-        """None when the order may proceed (the epoch is then durably at least `epoch`)."""
+    async def _check_epoch(self, epoch: int) -> web.Response | None:
+        """None when the order may proceed: the epoch is then at least `epoch`, durably, or on
+        its way to the disk ahead of anything this order writes."""
         seen = self.store.epoch()
         if epoch < seen:
             log.warning("refused an order with stale epoch %d (seen %d)", epoch, seen)
             return error(409, f"stale epoch {epoch}, agent has seen {seen}", epoch=seen)
         if epoch > seen:
-            self.store.raise_epoch(epoch)
+            await asyncio.shield(self.store.raise_epoch(epoch))
             log.info("epoch raised from %d to %d", seen, epoch)
         return None
 
@@ -116,15 +118,14 @@ class AgentAPI:
             order = DispatchOrder.from_json(await self._json(request))
         except ProtocolError as e:
             return error(400, str(e))
-        refused = self._check_epoch(order.epoch)
+        refused = await self._check_epoch(order.epoch)
         if refused is not None:
             return refused
-        existing = self.store.get(order.run_id, order.attempt)
-        if existing is not None:
+        created, rec = await self.runner.start(order)
+        if not created:
             log.info("run %s attempt %d dispatched again: already known, nothing started",
                      order.run_id, order.attempt)
-            return web.json_response({"created": False, "run": self._run(existing)}, status=200)
-        rec = self.runner.start(order)
+            return web.json_response({"created": False, "run": self._run(rec)}, status=200)
         return web.json_response({"created": True, "run": self._run(rec)}, status=201)
 
     async def list_runs(self, request: web.Request) -> web.Response:
@@ -168,12 +169,12 @@ class AgentAPI:
         rec = self._lookup(request)
         if isinstance(rec, web.Response):
             return rec
-        refused = self._check_epoch(epoch)
+        refused = await self._check_epoch(epoch)
         if refused is not None:
             return refused
         if rec.state == RUNNING:
             return error(409, f"run {rec.run_id} attempt {rec.attempt} is still running")
-        self.store.ack(rec.run_id, rec.attempt)
+        await asyncio.shield(self.store.ack(rec.run_id, rec.attempt))
         log.info("run %s attempt %d acknowledged", rec.run_id, rec.attempt)
         return web.json_response({"acked": True})
 
@@ -185,7 +186,7 @@ class AgentAPI:
         rec = self._lookup(request)
         if isinstance(rec, web.Response):
             return rec
-        refused = self._check_epoch(epoch)
+        refused = await self._check_epoch(epoch)
         if refused is not None:
             return refused
         if rec.state == RUNNING:

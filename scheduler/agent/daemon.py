@@ -17,6 +17,7 @@ from pathlib import Path
 from aiohttp import web
 
 from scheduler.agent.api import AgentAPI
+from scheduler.agent.launcher import Spawner
 from scheduler.agent.runner import Runner
 from scheduler.agent.store import Store, StoreError
 from scheduler.config import AgentConfig, ConfigError, load_agent_config, read_token
@@ -47,7 +48,7 @@ def ssl_context(cfg: AgentConfig) -> ssl.SSLContext | None:
 async def purge_loop(store: Store, retention: float) -> None:
     while True:
         try:
-            n = store.purge(retention)
+            n = await store.purge(retention)
             if n:
                 log.info("forgot %d acknowledged run(s) older than the retention", n)
         except Exception:
@@ -59,7 +60,9 @@ async def purge_loop(store: Store, retention: float) -> None:
 async def serve(cfg: AgentConfig, token: str) -> None:
     Path(cfg.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     store = Store(cfg.state_dir)
-    runner = Runner(store, output_limit=cfg.output_limit, kill_grace=cfg.kill_grace)
+    spawner = Spawner(store.output_dir)
+    await spawner.start()
+    runner = Runner(store, spawner, output_limit=cfg.output_limit, kill_grace=cfg.kill_grace)
     runner.recover()
     app = AgentAPI(cfg.name, token, store, runner).app()
     web_runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -83,7 +86,8 @@ async def serve(cfg: AgentConfig, token: str) -> None:
         purger.cancel()
         await runner.stop_watching()
         await web_runner.cleanup()
-        store.close()
+        await spawner.close()
+        store.close()  # commits what is queued
 
 
 def run(config: str, log_level: str = "info") -> int:

@@ -12,15 +12,15 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-import scheduler
+from scheduler.agent.launcher import Spawner
 from scheduler.agent.store import RunRecord, Store
+from scheduler.agent.supervise import CLAIM
 from scheduler.protocol import (
     CANCELLED,
     FAILED,
@@ -35,8 +35,6 @@ log = logging.getLogger("hasched.agent")
 
 RESTART_REASON = "agent restarted while the run was in flight: its process is gone"
 POLL_INTERVAL = 0.25
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-PACKAGE_ROOT = str(Path(scheduler.__file__).resolve().parents[1])
 
 
 def format_duration(seconds: float) -> str:
@@ -70,9 +68,10 @@ def outcome(result: dict[str, Any], timeout: float | None) -> tuple[str, str | N
 @dataclass
 class Tracked:
     record: RunRecord
-    popen: subprocess.Popen[bytes] | None  # None when adopted after an agent restart
-    pid: int
-    ctime: float
+    popen: subprocess.Popen[bytes] | None  # set only when the agent itself is the parent
+    pid: int  # the supervisor's; 0 until it is started
+    ctime: float | None
+    cancel_asked: bool = False
 
 
 def process_alive(pid: int | None, ctime: float | None) -> bool:
@@ -85,63 +84,107 @@ def process_alive(pid: int | None, ctime: float | None) -> bool:
         return False
 
 
+def create_time(pid: int) -> float | None:
+    """None when it is gone already (a quick run; the launcher's children are reaped at once)."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def _log_failed_write(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("recording a run's state failed: %s", fut.exception())
+
+
 class Runner:
-    def __init__(self, store: Store, *, output_limit: int, kill_grace: float):
+    def __init__(self, store: Store, spawner: Spawner, *, output_limit: int, kill_grace: float):
         self.store = store
+        self.spawner = spawner
         self.output_limit = output_limit
         self.kill_grace = kill_grace
         self.tracked: dict[tuple[str, int], Tracked] = {}
+        self.accepting: dict[tuple[str, int], asyncio.Task[RunRecord]] = {}
+        self._launches: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
 
+    def _write(self, fut: asyncio.Future[Any]) -> None:
+        """A write nobody waits for (it is redone from result.json after a crash)."""
+        fut.add_done_callback(_log_failed_write)
+
     # -- starting -----------------------------------------------------------------------------
-    def start(self, order: DispatchOrder) -> RunRecord:
-        """Record the run durably, then start its supervisor. The caller checked duplicates."""
-        rec = self.store.insert(
+    async def start(self, order: DispatchOrder) -> tuple[bool, RunRecord]:
+        """(created, record): the run is durably recorded on return when created; its
+        supervisor starts right after. An order already known starts nothing."""
+        key = (order.run_id, order.attempt)
+        accepting = self.accepting.get(key)
+        if accepting is not None:  # the same order again while the first is being recorded
+            return False, await asyncio.shield(accepting)
+        existing = self.store.get(*key)
+        if existing is not None:
+            return False, existing
+        rec, durable = self.store.insert(
             run_id=order.run_id, attempt=order.attempt, job=order.job, epoch=order.epoch,
             timeout=order.timeout,
         )
-        rundir = Path(rec.rundir)
+        # A task of its own: a client that hangs up must not leave a recorded run unstarted.
+        task = asyncio.get_running_loop().create_task(self._accept(rec, durable, order))
+        self.accepting[key] = task
+        return True, await asyncio.shield(task)
+
+    async def _accept(self, rec: RunRecord, durable: asyncio.Future[Any],
+                      order: DispatchOrder) -> RunRecord:
         try:
-            rundir.mkdir(mode=0o700, exist_ok=True)
-            spec = order.to_json() | {
-                "output_limit": self.output_limit, "kill_grace": self.kill_grace,
-            }
-            (rundir / "spec.json").write_text(json.dumps(spec))
-            env = dict(os.environ)
-            env["PYTHONPATH"] = os.pathsep.join(
-                p for p in (PACKAGE_ROOT, env.get("PYTHONPATH")) if p
-            )
-            # Spawned with TERM and INT blocked (the mask survives exec) until the supervisor
-            # has its handlers: a cancel that comes right after the dispatch must not kill it.
-            old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-            try:
-                with open(rundir / "supervisor.log", "ab") as errlog:
-                    popen = self._spawn(rundir, env, errlog)
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-            ctime = psutil.Process(popen.pid).create_time()
-        except (OSError, psutil.Error) as e:
-            reason = f"cannot start the run's supervisor: {e}"
-            self.store.update(rec.run_id, rec.attempt, state=FAILED, reason=reason,
-                              finished_at=iso(utc_now()))
-            log.error("run %s attempt %d: %s", rec.run_id, rec.attempt, reason)
-            return self.store.get(rec.run_id, rec.attempt) or rec
-        self.store.update(rec.run_id, rec.attempt, sup_pid=popen.pid, sup_ctime=ctime)
-        rec = self.store.get(rec.run_id, rec.attempt) or rec
-        self.tracked[rec.key] = Tracked(rec, popen, popen.pid, ctime)
-        log.info("run %s attempt %d started: %s", rec.run_id, rec.attempt,
-                 " ".join(order.command)[:200])
+            await durable
+        finally:
+            self.accepting.pop(rec.key, None)
+        self.tracked[rec.key] = Tracked(rec, None, 0, None)
+        launch = asyncio.get_running_loop().create_task(self._launch(rec, order))
+        self._launches.add(launch)
+        launch.add_done_callback(self._launches.discard)
         return rec
 
-    @staticmethod
-    def _spawn(rundir: Path, env: dict[str, str], errlog: Any) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "scheduler.agent.supervise", str(rundir)],
-            stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog, cwd="/", env=env,
-            start_new_session=True,  # its own session: it outlives the agent
-        )
+    def _prepare(self, rec: RunRecord, order: DispatchOrder) -> None:
+        rundir = Path(rec.rundir)
+        rundir.mkdir(mode=0o700, exist_ok=True)
+        spec = order.to_json() | {"output_limit": self.output_limit, "kill_grace": self.kill_grace}
+        (rundir / "spec.json").write_text(json.dumps(spec))
+
+    async def _launch(self, rec: RunRecord, order: DispatchOrder) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._prepare, rec, order)
+            pid, popen = await self.spawner.spawn(Path(rec.rundir))
+        except OSError as e:
+            self._fail(rec, f"cannot start the run's supervisor: {e}")
+            return
+        t = self.tracked.get(rec.key)
+        if t is None:
+            return
+        t.popen, t.pid, t.ctime = popen, pid, create_time(pid)
+        self._write(self.store.update(rec.run_id, rec.attempt, sup_pid=pid, sup_ctime=t.ctime))
+        log.info("run %s attempt %d started: %s", rec.run_id, rec.attempt,
+                 " ".join(order.command)[:200])
+        if t.cancel_asked:
+            self._signal(t)
 
     # -- agent start ----------------------------------------------------------------------------
+    def _claimant(self, rec: RunRecord, known: int | None) -> tuple[int, float] | None:
+        """The live supervisor that claimed the run, when it is not the one we know of."""
+        try:
+            pid = int((Path(rec.rundir) / CLAIM).read_text())
+        except (OSError, ValueError):
+            return None
+        ctime = create_time(pid)
+        if pid == known or ctime is None or not process_alive(pid, ctime):
+            return None
+        return pid, ctime
+
+    def _adopt(self, rec: RunRecord, pid: int, ctime: float) -> None:
+        self.tracked[rec.key] = Tracked(rec, None, pid, ctime)
+        self._write(self.store.update(rec.run_id, rec.attempt, sup_pid=pid, sup_ctime=ctime))
+        log.info("run %s attempt %d: still running, supervisor %d adopted",
+                 rec.run_id, rec.attempt, pid)
+
     def recover(self) -> None:
         """Account for every run the store says is running: collect, adopt, or fail it."""
         for rec in self.store.running():
@@ -150,9 +193,9 @@ class Runner:
                 self._finish(rec, result)
             elif process_alive(rec.sup_pid, rec.sup_ctime):
                 assert rec.sup_pid is not None and rec.sup_ctime is not None
-                self.tracked[rec.key] = Tracked(rec, None, rec.sup_pid, rec.sup_ctime)
-                log.info("run %s attempt %d: still running, supervisor %d adopted",
-                         rec.run_id, rec.attempt, rec.sup_pid)
+                self._adopt(rec, rec.sup_pid, rec.sup_ctime)
+            elif (claimant := self._claimant(rec, None)) is not None:
+                self._adopt(rec, *claimant)  # the agent died before noting its supervisor
             else:
                 self._fail(rec, RESTART_REASON)
 
@@ -166,21 +209,21 @@ class Runner:
             return {"error": f"unreadable result.json: {e}"}
 
     def _fail(self, rec: RunRecord, reason: str) -> None:
-        self.store.update(rec.run_id, rec.attempt, state=FAILED, reason=reason,
-                          finished_at=iso(utc_now()))
+        self._write(self.store.update(rec.run_id, rec.attempt, state=FAILED, reason=reason,
+                          finished_at=iso(utc_now())))
         self.tracked.pop(rec.key, None)
         log.warning("run %s attempt %d failed: %s", rec.run_id, rec.attempt, reason)
 
     def _finish(self, rec: RunRecord, result: dict[str, Any]) -> None:
         state, reason = outcome(result, rec.timeout)
-        self.store.update(
+        self._write(self.store.update(
             rec.run_id, rec.attempt, state=state, reason=reason,
             exit_code=result.get("exit_code"), pid=result.get("pid") or rec.pid,
             finished_at=result.get("finished_at") or iso(utc_now()),
             stdout_bytes=int(result.get("stdout_bytes") or 0),
             stderr_bytes=int(result.get("stderr_bytes") or 0),
             truncated=bool(result.get("truncated")),
-        )
+        ))
         self.tracked.pop(rec.key, None)
         log.info("run %s attempt %d %s%s", rec.run_id, rec.attempt, state,
                  f": {reason}" if reason else "")
@@ -188,6 +231,8 @@ class Runner:
     def poll_once(self) -> None:
         for t in list(self.tracked.values()):
             rec = t.record
+            if not t.pid:
+                continue  # its supervisor is being started
             result = self._read_result(rec)
             if result is not None:
                 if t.popen is not None:
@@ -201,6 +246,8 @@ class Runner:
                 result = self._read_result(rec)  # it may have finished in between
                 if result is not None:
                     self._finish(rec, result)
+                elif (claimant := self._claimant(rec, t.pid)) is not None:
+                    self._adopt(rec, *claimant)  # it lost the claim to another supervisor
                 else:
                     self._fail(rec, f"the run's supervisor died without a result "
                                     f"(see {rec.rundir}/supervisor.log)")
@@ -212,7 +259,7 @@ class Runner:
             return
         pid = started.get("pid")
         if isinstance(pid, int):
-            self.store.update(t.record.run_id, t.record.attempt, pid=pid)
+            self._write(self.store.update(t.record.run_id, t.record.attempt, pid=pid))
             t.record.pid = pid
 
     def job_pid(self, run_id: str, attempt: int) -> int | None:
@@ -245,10 +292,20 @@ class Runner:
     def cancel(self, run_id: str, attempt: int) -> bool:
         """Ask the run's supervisor to stop it (TERM, then KILL after kill_grace)."""
         t = self.tracked.get((run_id, attempt))
-        if t is None or not process_alive(t.pid, t.ctime):
+        if t is None:
             return False
-        os.kill(t.pid, signal.SIGTERM)
+        t.cancel_asked = True  # sent as soon as its supervisor is started, if it is not yet
         log.info("run %s attempt %d: cancel requested", run_id, attempt)
+        return self._signal(t) if t.pid else True
+
+    @staticmethod
+    def _signal(t: Tracked) -> bool:
+        if not process_alive(t.pid, t.ctime):
+            return False
+        try:
+            os.kill(t.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return False
         return True
 
     def output_sizes(self, rec: RunRecord) -> tuple[int, int]:

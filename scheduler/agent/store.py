@@ -4,11 +4,16 @@ highest scheduler epoch it has seen.
 SQLite in WAL mode with synchronous=FULL: every commit is fsynced before it returns. The API
 commits a run's record before it answers 201 and raises the epoch before it acts on an order, so
 a power cut can lose only requests that were never answered; the scheduler retries those, and the
-duplicate check then recognises whatever did reach the disk.
+duplicate check then recognises whatever did reach the disk. Writes go through a GroupCommitter
+(one thread, one transaction for whatever queued up meanwhile): that batches the fsyncs but
+changes none of the above, since each write's future is settled only after its COMMIT.
+
+Reads use the event loop's own connection; they see every write whose future has been settled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import shutil
 import sqlite3
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from scheduler.agent.groupcommit import GroupCommitter, connect
 from scheduler.protocol import RUNNING, iso, make_run, utc_now
 
 SCHEMA = """
@@ -107,29 +113,32 @@ class Store:
         self.output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = self.state_dir / "agent.sqlite"
         try:
-            self.db = sqlite3.connect(path, isolation_level=None)
-            self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            self.db = connect(path)
             self.db.executescript(SCHEMA)
+            row = self.db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
+            self.committer = GroupCommitter(path)
         except sqlite3.Error as e:
             raise StoreError(f"{path}: {e}") from None
+        # The highest epoch seen, durable or on its way to the disk: an order below it is
+        # refused at once, and one at it is committed after the raise (writes commit in order).
+        self.seen_epoch: int = row[0] if row else 0
 
     def close(self) -> None:
+        self.committer.close()
         self.db.close()
 
     # -- epoch --------------------------------------------------------------------------------
     def epoch(self) -> int:
-        row = self.db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
-        return row[0] if row else 0
+        return self.seen_epoch
 
-    def raise_epoch(self, epoch: int) -> None:
-        """Durably remember `epoch` if it is higher than any seen so far."""
-        self.db.execute(
+    def raise_epoch(self, epoch: int) -> asyncio.Future[Any]:
+        """Remember `epoch` if it is higher than any seen so far; durable when the future is."""
+        self.seen_epoch = max(self.seen_epoch, epoch)
+        return self.committer.submit([lambda db: db.execute(
             "INSERT INTO meta (key, value) VALUES ('epoch', ?) "
             "ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
             (epoch,),
-        )
+        )])
 
     # -- runs ---------------------------------------------------------------------------------
     def _record(self, row: sqlite3.Row | None) -> RunRecord | None:
@@ -148,26 +157,32 @@ class Store:
 
     def insert(
         self, *, run_id: str, attempt: int, job: str, epoch: int, timeout: float | None
-    ) -> RunRecord:
-        rundir = str(self.output_dir / rundir_name(run_id, attempt))
-        self.db.execute(
-            "INSERT INTO runs (run_id, attempt, job, epoch, state, timeout, started_at, rundir) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (run_id, attempt, job, epoch, RUNNING, timeout, iso(utc_now()), rundir),
+    ) -> tuple[RunRecord, asyncio.Future[Any]]:
+        """The new run's record (started_at: now, when it is accepted) and the future that
+        says it is durable."""
+        rec = RunRecord(
+            run_id=run_id, attempt=attempt, job=job, epoch=epoch, state=RUNNING, exit_code=None,
+            reason=None, pid=None, sup_pid=None, sup_ctime=None, timeout=timeout,
+            started_at=iso(utc_now()), finished_at=None, acked=False, acked_at=None,
+            stdout_bytes=0, stderr_bytes=0, truncated=False,
+            rundir=str(self.output_dir / rundir_name(run_id, attempt)),
         )
-        rec = self.get(run_id, attempt)
-        assert rec is not None
-        return rec
+        values = (rec.run_id, rec.attempt, rec.job, rec.epoch, rec.state, rec.timeout,
+                  rec.started_at, rec.rundir)
+        return rec, self.committer.submit([lambda db: db.execute(
+            "INSERT INTO runs (run_id, attempt, job, epoch, state, timeout, started_at, rundir) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values,
+        )])
 
-    def update(self, run_id: str, attempt: int, **fields: Any) -> None:
+    def update(self, run_id: str, attempt: int, **fields: Any) -> asyncio.Future[Any]:
         bad = set(fields) - set(_COLUMNS)
         if bad:
             raise KeyError(f"unknown run fields: {sorted(bad)}")
         sets = ", ".join(f"{k}=?" for k in fields)
-        self.db.execute(
-            f"UPDATE runs SET {sets} WHERE run_id=? AND attempt=?",
-            (*fields.values(), run_id, attempt),
-        )
+        values = (*fields.values(), run_id, attempt)
+        return self.committer.submit([lambda db: db.execute(
+            f"UPDATE runs SET {sets} WHERE run_id=? AND attempt=?", values,
+        )])
 
     def running(self) -> list[RunRecord]:
         rows = self.db.execute("SELECT * FROM runs WHERE state=?", (RUNNING,)).fetchall()
@@ -189,22 +204,25 @@ class Store:
         ).fetchall()
         return [r for r in map(self._record, rows) if r is not None]
 
-    def ack(self, run_id: str, attempt: int) -> None:
-        self.db.execute(
+    def ack(self, run_id: str, attempt: int) -> asyncio.Future[Any]:
+        values = (iso(utc_now()), run_id, attempt)
+        return self.committer.submit([lambda db: db.execute(
             "UPDATE runs SET acked=1, acked_at=coalesce(acked_at, ?) WHERE run_id=? AND attempt=?",
-            (iso(utc_now()), run_id, attempt),
-        )
+            values,
+        )])
 
-    def purge(self, retention: float) -> int:
+    async def purge(self, retention: float) -> int:
         """Forget acknowledged runs older than `retention` seconds, with their output."""
         cutoff = iso(utc_now() - timedelta(seconds=retention))
-        rows = self.db.execute(
+        rows = [(r["run_id"], r["attempt"], r["rundir"]) for r in self.db.execute(
             "SELECT run_id, attempt, rundir FROM runs WHERE acked=1 AND acked_at < ?", (cutoff,)
-        ).fetchall()
-        for row in rows:
-            # Output first: a crash in between leaves a record without output, never the reverse.
-            shutil.rmtree(row["rundir"], ignore_errors=True)
-            self.db.execute(
-                "DELETE FROM runs WHERE run_id=? AND attempt=?", (row["run_id"], row["attempt"])
-            )
+        ).fetchall()]
+        if not rows:
+            return 0
+        # Output first: a crash in between leaves a record without output, never the reverse.
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: [shutil.rmtree(d, ignore_errors=True) for _, _, d in rows])
+        keys = [(run_id, attempt) for run_id, attempt, _ in rows]
+        await self.committer.submit([lambda db: db.executemany(
+            "DELETE FROM runs WHERE run_id=? AND attempt=?", keys)])
         return len(rows)

@@ -1,11 +1,18 @@
-"""One run's supervisor: `python -m scheduler.agent.supervise RUNDIR`.
+"""One run's supervisor, and the launcher that forks them.
 
-The agent starts one per run in a new session, so that the run survives an agent restart or
-crash. The supervisor starts the command in its own process group, copies its output into
-RUNDIR/stdout and RUNDIR/stderr (up to the limit), enforces the timeout, and writes
-RUNDIR/result.json when the command is over. SIGTERM from the agent means "cancel".
+    python -m scheduler.agent.supervise RUNDIR            one supervisor (the fallback path)
+    python -m scheduler.agent.supervise --launcher FD DIR the launcher (DIR: for `ps` only)
 
-Standard library only: it starts once per run and should start fast.
+The agent starts one supervisor per run in a new session, so that the run survives an agent
+restart or crash. Normally the launcher forks it: a process started once by the agent that has
+this module imported already, so a run costs one fork instead of an interpreter start-up.
+
+The supervisor starts the command in its own process group, copies its output into RUNDIR/stdout
+and RUNDIR/stderr (up to the limit), enforces the timeout, and writes RUNDIR/result.json when
+the command is over. SIGTERM from the agent means "cancel".
+
+Standard library only: the launcher should start fast and stay small, and it must not import
+the agent's code (nor hold its sockets, database or token).
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ import os
 import pwd
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +34,8 @@ from typing import Any
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DRAIN_AFTER_EXIT = 2.0  # seconds to keep reading pipes held open by the job's leftovers
 CHUNK = 65536
+CLAIM = "supervisor.pid"
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
 def now_iso() -> str:
@@ -238,12 +249,93 @@ class Supervisor:
         return status
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python -m scheduler.agent.supervise RUNDIR", file=sys.stderr)
-        return 2
-    Supervisor(Path(argv[0])).run()
+def claim(rundir: Path) -> bool:
+    """Become THE supervisor of this run, or learn that another one already is. Should a spawn
+    be retried after the launcher died mid-request, two supervisors may start: one runs it."""
+    try:
+        fd = os.open(rundir / CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    try:
+        os.write(fd, str(os.getpid()).encode())
+    finally:
+        os.close(fd)
+    return True
+
+
+def supervise(rundir: Path) -> int:
+    if not claim(rundir):
+        print(f"{rundir}: another supervisor has claimed this run; leaving it", file=sys.stderr)
+        return 0
+    Supervisor(rundir).run()
     return 0
+
+
+def forked_supervisor(rundir: Path) -> None:
+    """The launcher's child: becomes a run's supervisor and never returns."""
+    code = 1
+    try:
+        os.setsid()  # its own session, as with the exec path: it outlives agent and launcher
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # it waits for its job
+        log = os.open(rundir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(log)
+        os.close(null)
+        os.chdir("/")
+        code = supervise(rundir)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+def serve_launches(fd: int) -> int:
+    """The launcher: one request per SEQPACKET message, "TAG\nRUNDIR"; the answer is
+    "TAG\nPID", or "TAG\n!error". Exits when the agent's end closes."""
+    sock = socket.socket(fileno=fd)
+    # The kernel reaps each supervisor as it exits (SIGCHLD ignored): its outcome is in
+    # result.json, so nobody needs its exit status, no zombie piles up here, and one fork per
+    # run suffices (a double fork would cost a second fork for the same effect). If this
+    # launcher dies, its supervisors are simply re-parented, as they are when the agent dies.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    while True:
+        try:
+            msg = sock.recv(65536)
+        except OSError:
+            msg = b""
+        if not msg:
+            return 0
+        tag, _, rundir = msg.decode().partition("\n")
+        # TERM and INT stay blocked in the child until the supervisor has its handlers: a
+        # cancel that comes right after the dispatch must not kill it.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            pid = os.fork()
+        except OSError as e:
+            answer = f"{tag}\n!cannot fork: {e.strerror or e}"
+        else:
+            if pid == 0:
+                sock.close()
+                forked_supervisor(Path(rundir))
+            answer = f"{tag}\n{pid}"
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        try:
+            sock.send(answer.encode())
+        except OSError:
+            return 0
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "--launcher":
+        return serve_launches(int(argv[1]))
+    if len(argv) != 1:
+        print("usage: python -m scheduler.agent.supervise RUNDIR | --launcher FD DIR",
+              file=sys.stderr)
+        return 2
+    return supervise(Path(argv[0]))
 
 
 if __name__ == "__main__":

@@ -101,21 +101,49 @@ class Agent:
     def client(self, token: str = TOKEN, ca: str | None = None) -> AgentClient:
         return AgentClient("t1", self.url, token, ca=ca, timeout=10.0)
 
-    def supervisors(self) -> list[psutil.Process]:
-        """Supervisor processes of this agent's runs (they outlive the agent)."""
-        out = []
+    def _supervise_processes(self) -> list[psutil.Process]:
+        """Supervisors (forked by the launcher, or exec'd) and the launcher of this agent."""
         marker = str(self.state_dir / "output")
-        for p in psutil.process_iter(["cmdline"]):
+        out = []
+        for p in psutil.process_iter(["cmdline", "status"]):
             cmd = p.info["cmdline"] or []
-            if "scheduler.agent.supervise" in cmd and any(a.startswith(marker) for a in cmd):
+            if (p.info["status"] != psutil.STATUS_ZOMBIE and "scheduler.agent.supervise" in cmd
+                    and any(a.startswith(marker) for a in cmd)):
                 out.append(p)
         return out
+
+    def supervisors(self) -> list[psutil.Process]:
+        """Supervisor processes of this agent's runs (they outlive the agent). Each leads its
+        own session; the launcher they are forked from does not."""
+        out = []
+        for p in self._supervise_processes():
+            try:
+                if os.getsid(p.pid) == p.pid:
+                    out.append(p)
+            except ProcessLookupError:
+                pass
+        return out
+
+    def launcher(self) -> psutil.Process | None:
+        """The agent's launcher: its child running `supervise --launcher`."""
+        assert self.proc is not None
+        try:
+            children = psutil.Process(self.proc.pid).children()
+        except psutil.Error:
+            return None
+        for p in children:
+            try:
+                if "--launcher" in p.cmdline() and p.status() != psutil.STATUS_ZOMBIE:
+                    return p
+            except psutil.Error:
+                pass
+        return None
 
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        for sup in self.supervisors():  # and their jobs: never leave processes behind
+        for sup in self._supervise_processes():  # and their jobs: leave no process behind
             try:
                 for child in sup.children(recursive=True):
                     os.killpg(child.pid, signal.SIGKILL)
