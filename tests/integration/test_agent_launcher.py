@@ -1,0 +1,128 @@
+"""The launcher that forks supervisors, and dispatches that arrive together."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+from agenthelp import (
+    DEADLINE,
+    REPO,
+    TOKEN,
+    Agent,
+    agent,  # noqa: F401  (fixture)
+    agent_factory,  # noqa: F401  (fixture)
+    order,
+    run_async,
+    wait_final,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def job_supervisor(agent: Agent, run_id: str) -> psutil.Process:  # noqa: F811
+    """The supervisor of a running run: the parent of its job process."""
+    c = agent.client()
+
+    async def has_pid() -> bool:
+        return (await c.run(run_id, 1))["pid"] is not None
+
+    await wait_for(has_pid, f"the job pid of {run_id}")
+    job = psutil.Process((await c.run(run_id, 1))["pid"])
+    await c.close()
+    parent = job.parent()
+    assert parent is not None
+    return parent
+
+
+async def wait_launcher(agent: Agent, not_pid: int | None = None) -> psutil.Process:  # noqa: F811
+    found: list[psutil.Process] = []
+
+    async def up() -> bool:
+        p = agent.launcher()
+        if p is not None and p.pid != not_pid:
+            found.append(p)
+            return True
+        return False
+
+    await wait_for(up, "a (new) launcher process")
+    return found[-1]
+
+
+def test_the_launcher_forks_supervisors_and_is_restarted_after_being_killed(
+    agent: Agent  # noqa: F811
+) -> None:
+    async def body() -> None:
+        c = agent.client()
+        first = await wait_launcher(agent)
+        await c.dispatch(order("l1@1", ["sleep", "300"]))
+        sup1 = await job_supervisor(agent, "l1@1")
+        assert sup1.ppid() == first.pid, "the supervisor was not forked by the launcher"
+
+        first.kill()  # kill -9
+        second = await wait_launcher(agent, not_pid=first.pid)
+        assert second.pid != first.pid
+        await c.dispatch(order("l2@1", ["sleep", "300"]))
+        sup2 = await job_supervisor(agent, "l2@1")
+        assert sup2.ppid() == second.pid, "the restarted launcher did not fork the supervisor"
+
+        # The run started by the killed launcher went on, and is still the agent's to control.
+        assert (await c.run("l1@1", 1))["state"] == "running"
+        for run_id in ("l1@1", "l2@1"):
+            await c.cancel(run_id, 1, epoch=1)
+            done = await wait_final(c, run_id)
+            assert done["state"] == "cancelled", done
+        await c.close()
+
+    run_async(body)
+    assert "launcher (pid" in agent.log() and "died" in agent.log()
+
+
+def test_the_launcher_holds_no_socket_database_or_token(agent: Agent) -> None:  # noqa: F811
+    async def body() -> psutil.Process:
+        return await wait_launcher(agent)
+
+    launcher = run_async(body)
+    files = [f.path for f in launcher.open_files()]
+    assert not any("agent.sqlite" in f for f in files), files
+    assert not [c for c in launcher.net_connections(kind="inet")], "it holds a TCP socket"
+    assert TOKEN not in " ".join(launcher.cmdline())
+    assert TOKEN not in " ".join(launcher.environ().values())
+
+
+def test_concurrent_dispatches_each_start_once(agent: Agent, tmp_path: Path) -> None:  # noqa: F811
+    marks = tmp_path / "marks"
+    n = 40
+
+    async def body() -> None:
+        c = agent.client()
+        orders = [order(f"burst{i}@1", ["sh", "-c", f'echo {i} >> "{marks}"']) for i in range(n)]
+        # Every order twice, all at once: the duplicates arrive while the first is recorded.
+        answers = await asyncio.gather(*(c.dispatch(o) for o in orders + orders))
+        created = [a[0] for a in answers]
+        assert created.count(True) == n, created
+        for i in range(n):
+            assert created[i] != created[n + i], f"burst{i}@1: created twice or never"
+        for o in orders:
+            assert (await wait_final(c, o.run_id))["state"] == "succeeded"
+        await c.close()
+
+    run_async(body)
+    lines = sorted(marks.read_text().split(), key=int)
+    assert lines == [str(i) for i in range(n)], "each run must start exactly once"
+
+
+def test_a_second_supervisor_for_a_claimed_run_leaves_it(tmp_path: Path) -> None:
+    rundir = tmp_path / "run.1"
+    rundir.mkdir()
+    (rundir / "supervisor.pid").write_text("1")  # another supervisor has it
+    proc = subprocess.run([sys.executable, "-m", "scheduler.agent.supervise", str(rundir)],
+                          cwd=REPO, capture_output=True, text=True, timeout=DEADLINE)
+    assert proc.returncode == 0
+    assert "another supervisor has claimed this run" in proc.stderr
+    assert not (rundir / "result.json").exists() and not (rundir / "stdout").exists()
