@@ -121,6 +121,7 @@ class Scheduler:
         self.writer = BatchWriter(self.ledger)
         self.jobset = JobSet(config)
         self.jobset.load(strict=True)
+        self._note_definitions({})
         # Tokens are read at construction so that a bad token file is a start-up error (exit 2).
         agents = config.agents or {}
         self.clients: dict[str, AgentClient] = {
@@ -256,13 +257,31 @@ class Scheduler:
         return {"role": self._public_role(), "epoch": self.ledger.epoch()}
 
     # -- planning ----------------------------------------------------------------------
+    def _note_definitions(self, before: dict[str, Any]) -> None:
+        """Record durably when this daemon first saw each job definition (a standby too): the
+        catch-up of a promotion reaches back to a missed fire of a job it knew, never to a fire
+        from before the job (or its schedule) existed."""
+        states = self.ledger.job_states()
+        now = utc_iso()
+        changes = []
+        for name, job in self.jobs.items():
+            old = before.get(name)
+            if (not states.get(name, {}).get("first_seen")
+                    or (old is not None and old.trigger != job.trigger)):
+                changes.append(Change("job", job=name, fields={"first_seen": now}))
+        changes += [Change("job", job=name, fields={"first_seen": ""})
+                    for name, st in states.items() if st["first_seen"] and name not in self.jobs]
+        self.ledger.apply(changes)
+
     async def _catch_up(self, latest: dict[str, str], now: datetime) -> None:
-        """Missed fires since each job's last planned time (or the predecessor's last fire, or
-        now - grace for a job never planned here), then the plan from `now` on."""
+        """Missed fires since the latest of: each job's last planned time, the predecessor's
+        last fire, when this daemon first saw the job; within the misfire grace. Then the plan
+        from `now` on."""
         states = self.ledger.job_states()
         fires: list[tuple[Any, datetime]] = []
         for name, job in self.jobs.items():
-            marks = [parse_time(t) for t in (states.get(name, {}).get("last_planned"),
+            state = states.get(name, {})
+            marks = [parse_time(t) for t in (state.get("last_planned"), state.get("first_seen"),
                                              latest.get(name)) if t]
             if latest.get(name) and not _is_fire(job, parse_time(latest[name])):
                 marks.pop()  # a manual run's time is not a point of the schedule
@@ -427,7 +446,9 @@ class Scheduler:
 
     # -- reload --------------------------------------------------------------------------
     async def reload(self) -> dict[str, Any]:
+        before = dict(self.jobs)
         errors = self.jobset.load()
+        self._note_definitions(before)
         if self.role == "active" and self.plan is not None:
             self.plan.replace_jobs(self.jobs, _now())
             self._wake.set()

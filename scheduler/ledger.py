@@ -36,7 +36,8 @@ CREATE INDEX IF NOT EXISTS runs_nominal ON runs (nominal);
 CREATE INDEX IF NOT EXISTS runs_open ON runs (state) WHERE state IN
     ('scheduled', 'dispatched', 'running');
 CREATE TABLE IF NOT EXISTS job_state (
-    job TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0, last_planned TEXT);
+    job TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0, last_planned TEXT,
+    first_seen TEXT);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', 0);
 """
@@ -70,7 +71,7 @@ class Change:
     op: "create"  insert a run if (run_id, attempt) is absent (a known identity is never re-created)
         "update"  set `fields` on a run, only while its state is in `when` (if given)
         "adopt"   insert or update a run learnt from an agent; a final state is never reopened
-        "job"     set paused / last_planned of a job
+        "job"     set paused / last_planned / first_seen of a job (first_seen "" forgets it)
         "epoch"   raise the epoch to fields["epoch"] (never lowers it)
     """
 
@@ -95,6 +96,7 @@ class Ledger:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._w = self._connect()
             self._w.executescript(_SCHEMA)
+            self._upgrade()
             self._r = self._connect()
         except sqlite3.Error as e:
             raise LedgerError(f"{self.path}: cannot open the ledger: {e}") from e
@@ -112,6 +114,12 @@ class Ledger:
         # the fsync cost is paid once per batch, not once per run.
         conn.execute("PRAGMA synchronous=FULL")
         return conn
+
+    def _upgrade(self) -> None:
+        """Columns added since the first release, for ledgers written by an older version."""
+        cols = {r[1] for r in self._w.execute("PRAGMA table_info(job_state)")}
+        if "first_seen" not in cols:
+            self._w.execute("ALTER TABLE job_state ADD COLUMN first_seen TEXT")
 
     def close(self) -> None:
         with self._wlock, self._rlock:
@@ -186,6 +194,9 @@ class Ledger:
                 c.execute("UPDATE job_state SET paused = ? WHERE job = ?", (int(paused), ch.job))
             if last is not None:
                 c.execute("UPDATE job_state SET last_planned = ? WHERE job = ?", (last, ch.job))
+            if "first_seen" in f:
+                c.execute("UPDATE job_state SET first_seen = ? WHERE job = ?",
+                          (f["first_seen"] or None, ch.job))
             return True
         if ch.op == "epoch":
             cur = c.execute("UPDATE meta SET value = ? WHERE key = 'epoch' AND value < ?",

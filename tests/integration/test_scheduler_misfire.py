@@ -1,0 +1,52 @@
+"""Missed fires with real processes: what a job may catch up, and what it must not."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from conftest import Lab, dump, job_toml, wait_for
+from test_scheduler_policies import at
+
+pytestmark = pytest.mark.integration
+
+
+def once_toml(name: str, when: str, **kw: str) -> str:
+    lines = [f"[job.{name}]", 'command = ["true"]', f'at = "{when}"', 'agent = "a1"']
+    lines += [f'{k} = "{v}"' for k, v in kw.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_new_job_does_not_catch_up_a_fire_from_before_it_existed(lab: Lab) -> None:
+    a1 = lab.agent("a1")
+    lab.job("late", once_toml("late", at(-3)))  # within the 1h misfire grace, but before the job
+    lab.job("tick", job_toml("tick", every="2s", agent="a1", command="true"))
+    s = lab.scheduler("a")
+    # Missed fires are recorded when the scheduler becomes active, before its plan loop starts:
+    # a planned fire of 'tick' collected means the catch-up is over.
+    wait_for("a planned run of 'tick' collected", lambda: any(
+        r["state"] == "succeeded" and not r["manual"] for r in s.ledger_rows("tick")))
+    assert s.ledger_rows("late") == [], dump(s.ledger_rows("late"))
+    assert [r for r in a1.runs() if r["job"] == "late"] == []
+
+
+def test_a_standby_that_knew_the_job_runs_the_fire_missed_during_failover(lab: Lab) -> None:
+    a1 = lab.agent("a1")
+    a = lab.scheduler("a", role="standby")
+    b = lab.scheduler("b", role="standby")
+    assert a.ctl({"op": "promote", "epoch": 1})["role"] == "active"
+    fire = at(8)
+    lab.job("once", once_toml("once", fire))
+    for s in (a, b):
+        assert s.ctl({"op": "reload"})["jobs"] == 1
+    assert a.proc is not None
+    a.proc.kill9()
+    assert datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") < fire, \
+        "the machine stalled: the active was killed after the fire time it had to miss"
+    wait_for("the fire time to pass", lambda: datetime.now(UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ") > fire, deadline=30)
+    assert b.ctl({"op": "promote", "epoch": 2})["role"] == "active"
+    rows = wait_for("B to run the missed fire", lambda: [
+        r for r in b.ledger_rows("once") if r["state"] == "succeeded"])
+    assert [r["run_id"] for r in rows] == [f"once@{fire}"], dump(rows)
+    assert [r["run_id"] for r in a1.runs() if r["job"] == "once"] == [f"once@{fire}"]
