@@ -126,7 +126,8 @@ class AgentAPI:
             log.info("run %s attempt %d dispatched again: already known, nothing started",
                      order.run_id, order.attempt)
             return web.json_response({"created": False, "run": self._run(rec)}, status=200)
-        return web.json_response({"created": True, "run": self._run(rec)}, status=201)
+        # Just recorded: no job pid nor output yet, nothing to look up.
+        return web.json_response({"created": True, "run": rec.to_run()}, status=201)
 
     async def list_runs(self, request: web.Request) -> web.Response:
         since = request.query.get("since")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import os
 import signal
@@ -19,9 +20,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import scheduler
-from scheduler.agent.supervise import STOP_SIGNALS
+from scheduler.agent.procs import create_time, ticks_to_time
+from scheduler.agent.supervise import MAX_REQUEST, STOP_SIGNALS
 
 log = logging.getLogger("hasched.agent")
 
@@ -40,8 +43,14 @@ def supervisor_env() -> dict[str, str]:
     return env
 
 
-def exec_supervisor(rundir: Path) -> subprocess.Popen[bytes]:
+def write_spec(rundir: Path, spec: dict[str, Any]) -> None:
+    rundir.mkdir(mode=0o700, exist_ok=True)
+    (rundir / "spec.json").write_text(json.dumps(spec))
+
+
+def exec_supervisor(rundir: Path, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
     """The fallback: a fresh interpreter per run (~20 ms of CPU). Blocks: call it in a thread."""
+    write_spec(rundir, spec)
     # TERM and INT blocked (this thread's mask is what the child gets, and it survives exec)
     # until the supervisor has its handlers.
     old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
@@ -62,22 +71,28 @@ class _Launcher:
     def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket):
         self.proc = proc
         self.sock = sock
-        self.pending: dict[int, asyncio.Future[int]] = {}
+        self.pending: dict[int, asyncio.Future[tuple[int, float | None]]] = {}
         self.tags = itertools.count()
         self.alive = True
         self.started = time.monotonic()
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
-    async def spawn(self, rundir: Path) -> int:
+    async def spawn(self, rundir: Path, spec: dict[str, Any]) -> tuple[int, float | None]:
+        """(pid, create time) of a supervisor forked for the run."""
         if not self.alive:
             raise LauncherGone("the launcher is gone")
+        loop = asyncio.get_running_loop()
         tag = next(self.tags)
+        msg = f"{tag}\n{rundir}\n{json.dumps(spec)}".encode()
+        if len(msg) > MAX_REQUEST:  # a huge command or env: through the run's directory
+            await loop.run_in_executor(None, write_spec, rundir, spec)
+            msg = f"{tag}\n{rundir}\n".encode()
         fut = asyncio.get_running_loop().create_future()
         self.pending[tag] = fut
         try:
             # One small message on a SEQPACKET socket: sent whole or not at all, never blocks
             # for long (the launcher answers in order and the buffer holds hundreds).
-            await asyncio.get_running_loop().sock_sendall(self.sock, f"{tag}\n{rundir}".encode())
+            await loop.sock_sendall(self.sock, msg)
         except OSError as e:
             self.pending.pop(tag, None)
             raise LauncherGone(f"the launcher is gone: {e}") from None
@@ -97,7 +112,8 @@ class _Launcher:
                 if body.startswith("!"):
                     fut.set_exception(OSError(body[1:]))
                 else:
-                    fut.set_result(int(body))
+                    pid, _, ticks = body.partition(" ")
+                    fut.set_result((int(pid), ticks_to_time(ticks) if ticks else None))
         except OSError:
             pass
         finally:
@@ -189,20 +205,23 @@ class Spawner:
             await asyncio.sleep(max(0.0, self.next_start - time.monotonic()) or 1.0)
             await self._launcher()
 
-    async def spawn(self, rundir: Path) -> tuple[int, subprocess.Popen[bytes] | None]:
-        """(supervisor pid, its Popen when this process is its parent)."""
+    async def spawn(
+        self, rundir: Path, spec: dict[str, Any]
+    ) -> tuple[int, float | None, subprocess.Popen[bytes] | None]:
+        """(supervisor pid, its create time, its Popen when this process is its parent)."""
         for _ in range(2):
             launcher = await self._launcher()
             if launcher is None:
                 break
             try:
-                return await launcher.spawn(rundir), None
+                return *(await launcher.spawn(rundir, spec)), None
             except LauncherGone as e:
                 # Retrying is safe: should the first request have forked a supervisor after
                 # all, the run's claim file lets only one of the two run it.
                 log.warning("%s while starting %s; retrying", e, rundir)
-        popen = await asyncio.get_running_loop().run_in_executor(None, exec_supervisor, rundir)
-        return popen.pid, popen
+        popen = await asyncio.get_running_loop().run_in_executor(
+            None, exec_supervisor, rundir, spec)
+        return popen.pid, create_time(popen.pid), popen
 
     async def close(self) -> None:
         self.closing = True

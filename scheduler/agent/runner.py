@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from scheduler.agent.launcher import Spawner
+from scheduler.agent.procs import create_time, process_alive
 from scheduler.agent.store import RunRecord, Store
 from scheduler.agent.supervise import CLAIM
 from scheduler.protocol import (
@@ -74,24 +73,6 @@ class Tracked:
     cancel_asked: bool = False
 
 
-def process_alive(pid: int | None, ctime: float | None) -> bool:
-    if not pid or ctime is None:
-        return False
-    try:
-        p = psutil.Process(pid)
-        return abs(p.create_time() - ctime) < 0.01 and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def create_time(pid: int) -> float | None:
-    """None when it is gone already (a quick run; the launcher's children are reaped at once)."""
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
 def _log_failed_write(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.error("recording a run's state failed: %s", fut.exception())
@@ -144,23 +125,17 @@ class Runner:
         launch.add_done_callback(self._launches.discard)
         return rec
 
-    def _prepare(self, rec: RunRecord, order: DispatchOrder) -> None:
-        rundir = Path(rec.rundir)
-        rundir.mkdir(mode=0o700, exist_ok=True)
-        spec = order.to_json() | {"output_limit": self.output_limit, "kill_grace": self.kill_grace}
-        (rundir / "spec.json").write_text(json.dumps(spec))
-
     async def _launch(self, rec: RunRecord, order: DispatchOrder) -> None:
+        spec = order.to_json() | {"output_limit": self.output_limit, "kill_grace": self.kill_grace}
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self._prepare, rec, order)
-            pid, popen = await self.spawner.spawn(Path(rec.rundir))
+            pid, ctime, popen = await self.spawner.spawn(Path(rec.rundir), spec)
         except OSError as e:
             self._fail(rec, f"cannot start the run's supervisor: {e}")
             return
         t = self.tracked.get(rec.key)
         if t is None:
             return
-        t.popen, t.pid, t.ctime = popen, pid, create_time(pid)
+        t.popen, t.pid, t.ctime = popen, pid, ctime
         self._write(self.store.update(rec.run_id, rec.attempt, sup_pid=pid, sup_ctime=t.ctime))
         log.info("run %s attempt %d started: %s", rec.run_id, rec.attempt,
                  " ".join(order.command)[:200])
@@ -171,8 +146,8 @@ class Runner:
     def _claimant(self, rec: RunRecord, known: int | None) -> tuple[int, float] | None:
         """The live supervisor that claimed the run, when it is not the one we know of."""
         try:
-            pid = int((Path(rec.rundir) / CLAIM).read_text())
-        except (OSError, ValueError):
+            pid = json.loads((Path(rec.rundir) / CLAIM).read_text())["supervisor_pid"]
+        except (OSError, ValueError, KeyError, TypeError):
             return None
         ctime = create_time(pid)
         if pid == known or ctime is None or not process_alive(pid, ctime):
@@ -250,7 +225,7 @@ class Runner:
                     self._adopt(rec, *claimant)  # it lost the claim to another supervisor
                 else:
                     self._fail(rec, f"the run's supervisor died without a result "
-                                    f"(see {rec.rundir}/supervisor.log)")
+                                    f"(see the agent's log, or {rec.rundir}/supervisor.log)")
 
     def _note_job_pid(self, t: Tracked) -> None:
         try:
@@ -259,8 +234,7 @@ class Runner:
             return
         pid = started.get("pid")
         if isinstance(pid, int):
-            self._write(self.store.update(t.record.run_id, t.record.attempt, pid=pid))
-            t.record.pid = pid
+            t.record.pid = pid  # in the store with the outcome; meanwhile read from started.json
 
     def job_pid(self, run_id: str, attempt: int) -> int | None:
         t = self.tracked.get((run_id, attempt))

@@ -34,7 +34,8 @@ from typing import Any
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DRAIN_AFTER_EXIT = 2.0  # seconds to keep reading pipes held open by the job's leftovers
 CHUNK = 65536
-CLAIM = "supervisor.pid"
+CLAIM = "started.json"  # created exclusively: see claim()
+MAX_REQUEST = 65536  # bigger specs go through RUNDIR/spec.json
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 
 
@@ -58,10 +59,13 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
 
 
 class Sink:
-    """One output stream into a file, capped at `limit` bytes."""
+    """One output stream into a file, capped at `limit` bytes. The file is created with the
+    first byte: most runs write nothing to one stream or both, and on a busy ext4 each inode
+    allocated costs more than the rest of a short run (a missing file reads as empty)."""
 
     def __init__(self, path: Path, limit: int):
-        self.file = open(path, "wb")
+        self.path = path
+        self.file: Any = None
         self.limit = limit
         self.written = 0
         self.truncated = False
@@ -72,11 +76,15 @@ class Sink:
             self.truncated = True
             data = data[: max(room, 0)]
         if data:
+            if self.file is None:
+                self.file = open(self.path, "wb")
             self.file.write(data)
             self.file.flush()
             self.written += len(data)
 
     def close(self) -> None:
+        if self.file is None:
+            return
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
@@ -104,9 +112,12 @@ def default_cwd(account: pwd.struct_passwd) -> str:
     return account.pw_dir if account.pw_dir and os.path.isdir(account.pw_dir) else "/"
 
 
+_me: pwd.struct_passwd | None = None  # the launcher looks itself up once for all its runs
+
+
 def resolve_user(name: str | None) -> tuple[pwd.struct_passwd, str | None]:
     """(account to run as, error or None)."""
-    me = pwd.getpwuid(os.getuid())
+    me = _me or pwd.getpwuid(os.getuid())
     if name is None:
         return me, None
     try:
@@ -119,9 +130,9 @@ def resolve_user(name: str | None) -> tuple[pwd.struct_passwd, str | None]:
 
 
 class Supervisor:
-    def __init__(self, rundir: Path):
+    def __init__(self, rundir: Path, spec: dict[str, Any] | None = None):
         self.rundir = rundir
-        self.spec = json.loads((rundir / "spec.json").read_text())
+        self.spec = spec if spec is not None else json.loads((rundir / "spec.json").read_text())
         self.cancelled = False
         self.timed_out = False
         self.term_sent_at: float | None = None
@@ -190,8 +201,11 @@ class Supervisor:
             what = e.strerror or str(e)
             self._finish(error=f"cannot start {self.spec['command'][0]!r}: {what}")
             return
-        write_json_atomic(self.rundir / "started.json",
-                          {"pid": self.child.pid, "started_at": self.started_at})
+        # Not fsynced: a job pid means nothing after a power cut. Rewritten in place (a reader
+        # may meet a partial file and tries again later), which costs no new inode.
+        with open(self.rundir / CLAIM, "w") as f:
+            json.dump({"pid": self.child.pid, "started_at": self.started_at,
+                       "supervisor_pid": os.getpid()}, f)
         status = self._pump(sinks)
         for s in sinks.values():
             s.close()
@@ -250,65 +264,75 @@ class Supervisor:
 
 
 def claim(rundir: Path) -> bool:
-    """Become THE supervisor of this run, or learn that another one already is. Should a spawn
-    be retried after the launcher died mid-request, two supervisors may start: one runs it."""
+    """Become THE supervisor of this run, or learn that another one already is: should a spawn
+    be retried after the launcher died mid-request, two supervisors may start; one runs it.
+    started.json names the supervisor from then on, and the job's pid once it is started."""
     try:
         fd = os.open(rundir / CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return False
     try:
-        os.write(fd, str(os.getpid()).encode())
+        os.write(fd, json.dumps({"supervisor_pid": os.getpid()}).encode())
     finally:
         os.close(fd)
     return True
 
 
-def supervise(rundir: Path) -> int:
+def supervise(rundir: Path, spec: dict[str, Any] | None = None) -> int:
     if not claim(rundir):
         print(f"{rundir}: another supervisor has claimed this run; leaving it", file=sys.stderr)
         return 0
-    Supervisor(rundir).run()
+    Supervisor(rundir, spec).run()
     return 0
 
 
-def forked_supervisor(rundir: Path) -> None:
-    """The launcher's child: becomes a run's supervisor and never returns."""
+def forked_supervisor(rundir: Path, spec: str) -> None:
+    """The launcher's child: becomes a run's supervisor and never returns. Its stderr stays
+    the launcher's, which is the agent's: a traceback lands in the agent's log."""
     code = 1
     try:
         os.setsid()  # its own session, as with the exec path: it outlives agent and launcher
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # it waits for its job
-        log = os.open(rundir / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
-        os.close(log)
         os.close(null)
         os.chdir("/")
-        code = supervise(rundir)
+        rundir.mkdir(mode=0o700, exist_ok=True)
+        code = supervise(rundir, json.loads(spec) if spec else None)  # "": in spec.json
     except BaseException:
         traceback.print_exc()
     finally:
         os._exit(code)
 
 
+def start_ticks(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or ""."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rpartition(b")")[2].split()[19].decode()
+    except (OSError, IndexError):
+        return ""
+
+
 def serve_launches(fd: int) -> int:
-    """The launcher: one request per SEQPACKET message, "TAG\nRUNDIR"; the answer is
-    "TAG\nPID", or "TAG\n!error". Exits when the agent's end closes."""
+    """The launcher: one request per SEQPACKET message, "TAG\nRUNDIR\nSPEC-JSON"; the answer
+    is "TAG\nPID START-TICKS", or "TAG\n!error". Exits when the agent's end closes."""
     sock = socket.socket(fileno=fd)
     # The kernel reaps each supervisor as it exits (SIGCHLD ignored): its outcome is in
     # result.json, so nobody needs its exit status, no zombie piles up here, and one fork per
     # run suffices (a double fork would cost a second fork for the same effect). If this
     # launcher dies, its supervisors are simply re-parented, as they are when the agent dies.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    global _me
+    _me = pwd.getpwuid(os.getuid())
     while True:
         try:
-            msg = sock.recv(65536)
+            msg = sock.recv(MAX_REQUEST)
         except OSError:
             msg = b""
         if not msg:
             return 0
-        tag, _, rundir = msg.decode().partition("\n")
+        tag, rundir, spec = (msg.decode().split("\n", 2) + ["", ""])[:3]
         # TERM and INT stay blocked in the child until the supervisor has its handlers: a
         # cancel that comes right after the dispatch must not kill it.
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
@@ -319,8 +343,8 @@ def serve_launches(fd: int) -> int:
         else:
             if pid == 0:
                 sock.close()
-                forked_supervisor(Path(rundir))
-            answer = f"{tag}\n{pid}"
+                forked_supervisor(Path(rundir), spec)
+            answer = f"{tag}\n{pid} {start_ticks(pid)}"
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         try:
             sock.send(answer.encode())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -120,9 +121,28 @@ def test_concurrent_dispatches_each_start_once(agent: Agent, tmp_path: Path) -> 
 def test_a_second_supervisor_for_a_claimed_run_leaves_it(tmp_path: Path) -> None:
     rundir = tmp_path / "run.1"
     rundir.mkdir()
-    (rundir / "supervisor.pid").write_text("1")  # another supervisor has it
+    marker = tmp_path / "ran"
+    spec = order("claimed@1", ["touch", str(marker)]).to_json() | {
+        "output_limit": 1024, "kill_grace": 1}
+    (rundir / "spec.json").write_text(json.dumps(spec))
+    (rundir / "started.json").write_text('{"supervisor_pid": 1}')  # another supervisor has it
     proc = subprocess.run([sys.executable, "-m", "scheduler.agent.supervise", str(rundir)],
                           cwd=REPO, capture_output=True, text=True, timeout=DEADLINE)
     assert proc.returncode == 0
     assert "another supervisor has claimed this run" in proc.stderr
-    assert not (rundir / "result.json").exists() and not (rundir / "stdout").exists()
+    assert not (rundir / "result.json").exists() and not marker.exists()
+
+
+def test_the_exec_path_supervises_a_run_alone(tmp_path: Path) -> None:
+    """What the agent falls back to when it has no launcher: one interpreter per run."""
+    rundir = tmp_path / "run.1"
+    rundir.mkdir()
+    spec = order("alone@1", ["sh", "-c", "echo out; echo err >&2; exit 3"]).to_json() | {
+        "output_limit": 1024, "kill_grace": 1}
+    (rundir / "spec.json").write_text(json.dumps(spec))
+    subprocess.run([sys.executable, "-m", "scheduler.agent.supervise", str(rundir)],
+                   cwd=REPO, check=True, timeout=DEADLINE)
+    result = json.loads((rundir / "result.json").read_text())
+    assert result["exit_code"] == 3 and result["stdout_bytes"] == 4
+    assert (rundir / "stdout").read_text() == "out\n" and (rundir / "stderr").read_text() == "err\n"
+    assert json.loads((rundir / "started.json").read_text())["pid"] == result["pid"]
