@@ -49,6 +49,11 @@ def write(key: Path) -> Path:
             "ansible_python_interpreter": "/usr/bin/python3",
             "pacemaker_cluster_name": "hasched-lab",
             "pacemaker_cluster_fencing": "ipmilan",
+            # A fenced node stays off (until `poweron`): a rebooted container is back in ~6 s,
+            # rejoins before the failover transition, and the group never leaves it.
+            "pacemaker_cluster_properties": {"stonith-timeout": "60s",
+                                             "cluster-recheck-interval": "2min",
+                                             "stonith-action": "off"},
             "pacemaker_cluster_ipmi_username": BMC_USER,
             "hasched_vip": VIP,
             "hasched_vip_cidr_netmask": 24,
