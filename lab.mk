@@ -1,5 +1,6 @@
 # The container lab (root; Debian 12). Included from the Makefile.
-LAB_PY ?= /work/main/.venv/bin/python
+# $(VENV) comes from the Makefile (VENV ?= .venv), so a clone anywhere uses its own venv.
+LAB_PY ?= $(abspath $(VENV))/bin/python
 LAB_ANSIBLE ?= $(dir $(LAB_PY))ansible-playbook
 LAB_CLIENT_NS := hlab-client
 

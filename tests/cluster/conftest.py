@@ -24,7 +24,8 @@ from tests.lab.bmc import join_netns  # noqa: E402
 from tests.lab.config import CLIENT_NS, INVENTORY_DIR, REPO_ROOT, VIP  # noqa: E402
 from tests.lab.inventory import SSH_CONFIG  # noqa: E402
 
-ANSIBLE_PLAYBOOK = str(Path(REPO_ROOT) / ".venv" / "bin" / "ansible-playbook")
+# The venv running pytest (wherever the checkout and its venv are), not a fixed path.
+ANSIBLE_PLAYBOOK = str(Path(sys.executable).parent / "ansible-playbook")
 API = f"http://{VIP}:8480"
 
 
