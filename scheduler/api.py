@@ -16,7 +16,7 @@ from aiohttp import web
 from scheduler.auth import bearer_token, token_allowed
 from scheduler.ledger import STATES as LEDGER_STATES
 from scheduler.metrics import CONTENT_TYPE, Metrics
-from scheduler.service import NotActive, NotFound, Service
+from scheduler.service import Conflict, NotActive, NotFound, Service
 
 log = logging.getLogger("hasched.api")
 
@@ -48,6 +48,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(404, _one_line(exc) or "not found")
     except NotActive:
         return _error(409, "this scheduler is standby")
+    except Conflict as exc:
+        return _error(409, _one_line(exc) or "conflict")
     except BadParam as exc:
         return _error(400, str(exc))
     except web.HTTPException as exc:

@@ -31,7 +31,7 @@ from scheduler.ledger import (
     utc_iso,
 )
 from scheduler.protocol import AgentClient, StaleEpoch
-from scheduler.service import NotActive, NotFound
+from scheduler.service import Conflict, NotActive, NotFound
 from scheduler.tomlsrc import SourceError
 from scheduler.triggers import zone
 
@@ -509,6 +509,11 @@ class Scheduler:
             raise NotFound(f"no job {name!r}")
         if self.role != "active":
             raise NotActive("this scheduler is standby")
+        unfinished = self.ledger.open_runs(name) if job.concurrency == "forbid" else []
+        if unfinished:
+            r = unfinished[-1]
+            raise Conflict(f"job {name!r} has an unfinished run {r['run_id']} ({r['state']}) "
+                           "and concurrency=forbid: no manual run started")
         t = _now().replace(microsecond=0)
         rid = planning.run_id(name, t)
         await self.writer.write([Change("create", rid, 1, name, {

@@ -17,6 +17,11 @@ class NotActive(RuntimeError):
     """The scheduler is standby: it accepts no orders that would start work."""
 
 
+class Conflict(RuntimeError):
+    """The order contradicts a job's policy (e.g. a manual run of a concurrency=forbid job while
+    one of its runs is unfinished); the message says why, in one line."""
+
+
 class Service(Protocol):
     # -- identity and health -------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -45,7 +50,7 @@ class Service(Protocol):
         """Raises NotFound."""
 
     async def run_now(self, name: str) -> dict[str, Any]:
-        """Creates a manual run; returns its ledger row. Raises NotFound, NotActive."""
+        """Creates a manual run; returns its ledger row. Raises NotFound, NotActive, Conflict."""
 
     async def pause(self, name: str) -> dict[str, Any]: ...
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -60,16 +62,29 @@ def test_dependent_job_waits_for_its_dependency_and_is_cancelled_when_it_fails(l
     assert jobs["never"][0]["agent"] is None  # never sent anywhere
 
 
-def test_forbid_records_the_overlapping_fire_cancelled(lab: Lab) -> None:
+def test_forbid_refuses_a_manual_run_while_one_is_in_flight(lab: Lab) -> None:
     lab.agent("a1")
-    lab.job("hog", job_toml("hog", every="1h", agent="a1", command="sleep 5", misfire="skip"))
+    lab.job("hog", job_toml("hog", every="1h", agent="a1", command="sleep 30", misfire="skip",
+                            concurrency="forbid"))
     s = lab.scheduler("a")
     first = api_post(s.port, "/v1/jobs/hog/run")["run"]
     wait_for("the first run to be running", lambda: any(
         r["run_id"] == first["run_id"] and r["state"] == "running" for r in s.ledger_rows()))
-    wait_for("a second, later manual run", lambda: api_post(
-        s.port, "/v1/jobs/hog/run")["run"]["run_id"] != first["run_id"], every=0.5)
-    second = wait_for("the overlapping run to be cancelled", lambda: [
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        api_post(s.port, "/v1/jobs/hog/run")
+    assert refused.value.code == 409
+    error = json.loads(refused.value.read())["error"]
+    assert error == (f"job 'hog' has an unfinished run {first['run_id']} (running) and "
+                     "concurrency=forbid: no manual run started")
+    assert [r["run_id"] for r in s.ledger_rows("hog")] == [first["run_id"]]
+
+
+def test_forbid_records_an_overlapping_planned_fire_cancelled(lab: Lab) -> None:
+    lab.agent("a1")
+    lab.job("hog", job_toml("hog", every="2s", agent="a1", command="sleep 5", misfire="skip",
+                            concurrency="forbid"))
+    s = lab.scheduler("a")
+    second = wait_for("an overlapping fire to be cancelled", lambda: [
         r for r in s.ledger_rows("hog") if r["state"] == "cancelled"])
     assert second[0]["reason"] == "previous run still in flight (concurrency=forbid)"
 

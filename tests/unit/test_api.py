@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from scheduler.api import make_app, make_ssl_context
 from scheduler.metrics import Metrics
-from scheduler.service import NotActive, NotFound
+from scheduler.service import Conflict, NotActive, NotFound
 
 pytestmark = pytest.mark.unit
 
@@ -25,6 +25,7 @@ RUN_ID = "nightly@2026-12-01T01:30:00Z"
 class FakeService:
     def __init__(self) -> None:
         self.role = "active"
+        self.busy = False
         self.jobs = {"nightly": {"name": "nightly", "paused": False, "next_fire": "x"}}
         self.runs = {RUN_ID: {"run_id": RUN_ID, "job": "nightly", "state": "succeeded"}}
         self.list_runs_calls: list[dict[str, Any]] = []
@@ -48,6 +49,8 @@ class FakeService:
         self.get_job(name)
         if self.role != "active":
             raise NotActive()
+        if self.busy:
+            raise Conflict(f"job {name!r} has an unfinished run (concurrency=forbid)")
         return {"run_id": f"{name}@2026-12-01T02:00:00Z", "state": "pending"}
 
     async def pause(self, name: str) -> dict[str, Any]:
@@ -192,6 +195,17 @@ def test_run_now_on_a_standby_is_409():
     async def scenario(client, service, metrics):
         body = await expect(client, "POST", "/v1/jobs/nightly/run", 409)
         assert body == {"error": "this scheduler is standby"}
+
+    with_client(scenario, service)
+
+
+def test_run_now_refused_by_the_job_policy_is_409_with_the_reason():
+    service = FakeService()
+    service.busy = True
+
+    async def scenario(client, service, metrics):
+        body = await expect(client, "POST", "/v1/jobs/nightly/run", 409)
+        assert body == {"error": "job 'nightly' has an unfinished run (concurrency=forbid)"}
 
     with_client(scenario, service)
 
