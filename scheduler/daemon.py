@@ -288,9 +288,33 @@ class Scheduler:
             marks = [m for m in marks if m <= now]
             last = max(marks) if marks else now - timedelta(seconds=job.misfire.grace)
             fires += [(job, t) for t in planning.missed_fires(job, last, now)]
+        await self._drop_stale(fires, now)
         await self._fire(fires)
         self.plan = planning.FirePlan()
         self.plan.load(self.jobs, now)
+
+    async def _drop_stale(self, fires: list[tuple[Any, datetime]], now: datetime) -> None:
+        """Runs left `scheduled` by an earlier term (this node was demoted, or stopped) are
+        missed fires too: they go through the misfire policy with the fires missed now."""
+        stale = [r for r in self.ledger.open_runs() if r["state"] == "scheduled"]
+        paused = {n for n, s in self.ledger.job_states().items() if s["paused"]}
+        newest: dict[str, datetime] = {}
+        planned = [(job.name, t) for job, t in fires if job.name not in paused]
+        planned += [(r["job"], parse_time(r["nominal"])) for r in stale
+                    if not r["manual"] and r["attempt"] == 1]
+        for name, t in planned:
+            newest[name] = max(newest.get(name, t), t)
+        drops = []
+        for r in stale:
+            job = self.jobs.get(r["job"])
+            if job is None:
+                continue  # _advance cancels it
+            is_planned = not r["manual"] and r["attempt"] == 1
+            due = parse_time(r["nominal"] if r["attempt"] == 1 else r["scheduled_at"])
+            why = planning.stale_run_verdict(job, due, now, is_planned, newest.get(job.name))
+            if why:
+                drops.append(self._close((r["run_id"], r["attempt"]), "cancelled", why))
+        await asyncio.gather(*drops)
 
     async def _plan_loop(self) -> None:
         while True:

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from scheduler.jobs import JOB_NAME, Job
 from scheduler.triggers import zone
+from scheduler.units import format_duration
 
 RUN_ALL_CAP = 1000
 _RUN_ID_TIME = "%Y-%m-%dT%H:%M:%SZ"
@@ -46,6 +47,27 @@ def missed_fires(job: Job, last_planned: datetime | None, now: datetime) -> list
     start = max(last_planned, oldest - timedelta(microseconds=1))  # a fire AT now-grace counts
     keep = 1 if job.misfire.policy == "run-once" else RUN_ALL_CAP
     return list(deque(job.trigger.fires_between(start, now), maxlen=keep))
+
+
+def stale_run_verdict(job: Job, due: datetime, now: datetime, planned: bool = True,
+                      newest: datetime | None = None) -> str | None:
+    """Why a run that an earlier term left `scheduled` must not be sent now, or None if it may.
+
+    It is a missed fire like any other: past the misfire grace it is dropped; a planned fire
+    (not a manual run nor a retry) also follows the policy: skip drops it, run-once keeps only
+    the newest missed fire of the job (`newest`, which may be one found missing now).
+    """
+    grace = job.misfire.grace
+    if now - due > timedelta(seconds=grace):
+        return f"missed: not sent within the misfire grace ({format_duration(grace)})"
+    if not planned:
+        return None
+    if job.misfire.policy == "skip":
+        return "missed while no scheduler was active (misfire policy skip)"
+    if job.misfire.policy == "run-once" and newest is not None and due < newest:
+        return (f"missed: coalesced into the fire of {newest.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
+                " (misfire policy run-once)")
+    return None
 
 
 def concurrency_decision(job: Job, in_flight: int) -> str:

@@ -50,3 +50,28 @@ def test_a_standby_that_knew_the_job_runs_the_fire_missed_during_failover(lab: L
         r for r in b.ledger_rows("once") if r["state"] == "succeeded"])
     assert [r["run_id"] for r in rows] == [f"once@{fire}"], dump(rows)
     assert [r["run_id"] for r in a1.runs() if r["job"] == "once"] == [f"once@{fire}"]
+
+
+def test_runs_left_scheduled_by_an_earlier_term_follow_the_misfire_grace(lab: Lab) -> None:
+    a1 = lab.agent("a1")
+    s = lab.scheduler("a", role="standby")
+    assert s.ctl({"op": "promote", "epoch": 1})["role"] == "active"
+    fire = at(5)
+    lab.job("brief", once_toml("brief", fire) + 'misfire = { policy = "run-once", grace = "4s" }\n')
+    lab.job("patient", once_toml("patient", fire))  # default grace: 1h
+    assert s.ctl({"op": "reload"})["jobs"] == 2
+    a1.proc.kill9()  # its runs stay scheduled: the agent is down
+    wait_for("both fires recorded and waiting for a1", lambda: len([
+        r for r in s.ledger_rows() if r["state"] == "scheduled"
+        and (r["reason"] or "").startswith("agent a1 unreachable")]) == 2)
+    assert s.ctl({"op": "demote"})["role"] == "standby"
+    a1.start()
+    wait_for("the 4s grace of 'brief' to pass", lambda: at(-5) > fire, deadline=30)
+    assert s.ctl({"op": "promote", "epoch": 2})["role"] == "active"
+    patient = wait_for("'patient' (within its grace) to run", lambda: [
+        r for r in s.ledger_rows("patient") if r["state"] == "succeeded"])
+    assert patient[0]["run_id"] == f"patient@{fire}"
+    brief = s.ledger_rows("brief")
+    assert [(r["state"], r["reason"]) for r in brief] == [
+        ("cancelled", "missed: not sent within the misfire grace (4s)")], dump(brief)
+    assert [r["run_id"] for r in a1.runs()] == [f"patient@{fire}"]

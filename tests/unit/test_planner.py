@@ -12,6 +12,7 @@ from scheduler.planner import (
     parse_run_id,
     retry_at,
     run_id,
+    stale_run_verdict,
 )
 from scheduler.triggers import make_trigger
 
@@ -170,3 +171,23 @@ def test_fire_plan_re_adding_a_job_does_not_double_fire():
     plan.replace_jobs([job("a", "0 * * * *")], utc("2026-05-05T10:00"))
     assert plan.due(utc("2026-05-05T11:00")) == [("a", utc("2026-05-05T11:00"))]
     assert plan.next_time() == utc("2026-05-05T12:00")
+
+
+# --- runs left scheduled by an earlier term
+
+@pytest.mark.parametrize("policy, due, newest, planned, expected", [
+    ("run-all", "10:05", None, True, None),
+    ("run-all", "09:00", None, True, "missed: not sent within the misfire grace (1h)"),
+    ("run-all", "09:00", None, False, "missed: not sent within the misfire grace (1h)"),
+    ("skip", "10:05", None, True, "missed while no scheduler was active (misfire policy skip)"),
+    ("skip", "10:05", None, False, None),
+    ("run-once", "10:05", "10:10", True, "missed: coalesced into the fire of "
+                                         "2026-05-05T10:10:00Z (misfire policy run-once)"),
+    ("run-once", "10:10", "10:10", True, None),
+    ("run-once", "10:05", "10:10", False, None),
+])
+def test_stale_run_verdict(policy, due, newest, planned, expected):
+    j = job(misfire=Misfire(policy, 3600))
+    at = utc(f"2026-05-05T{due}")
+    top = utc(f"2026-05-05T{newest}") if newest else None
+    assert stale_run_verdict(j, at, utc("2026-05-05T10:30"), planned, top) == expected
