@@ -73,6 +73,7 @@ class _Launcher:
         self.sock = sock
         self.pending: dict[int, asyncio.Future[tuple[int, float | None]]] = {}
         self.tags = itertools.count()
+        self.send_lock = asyncio.Lock()
         self.alive = True
         self.started = time.monotonic()
         self.reader = asyncio.get_running_loop().create_task(self._read())
@@ -92,7 +93,8 @@ class _Launcher:
         try:
             # One small message on a SEQPACKET socket: sent whole or not at all, never blocks
             # for long (the launcher answers in order and the buffer holds hundreds).
-            await loop.sock_sendall(self.sock, msg)
+            async with self.send_lock:  # the loop keeps one writer per socket: one at a time
+                await loop.sock_sendall(self.sock, msg)
         except OSError as e:
             self.pending.pop(tag, None)
             raise LauncherGone(f"the launcher is gone: {e}") from None

@@ -118,6 +118,23 @@ def test_concurrent_dispatches_each_start_once(agent: Agent, tmp_path: Path) -> 
     assert lines == [str(i) for i in range(n)], "each run must start exactly once"
 
 
+def test_a_burst_of_large_orders_all_start(agent: Agent) -> None:  # noqa: F811
+    """More than the launcher's socket buffer holds at once: every order still gets its
+    supervisor (concurrent sends to the launcher must queue, not replace one another)."""
+    n, big = 60, {"PAD": "x" * 30_000}
+
+    async def body() -> None:
+        c = agent.client()
+        answers = await asyncio.gather(
+            *(c.dispatch(order(f"big{i}@1", ["true"], env=big)) for i in range(n)))
+        assert all(created for created, _ in answers)
+        for i in range(n):
+            assert (await wait_final(c, f"big{i}@1"))["state"] == "succeeded"
+        await c.close()
+
+    run_async(body)
+
+
 def test_a_second_supervisor_for_a_claimed_run_leaves_it(tmp_path: Path) -> None:
     rundir = tmp_path / "run.1"
     rundir.mkdir()
