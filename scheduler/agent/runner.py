@@ -101,9 +101,6 @@ class Runner:
         accepting = self.accepting.get(key)
         if accepting is not None:  # the same order again while the first is being recorded
             return False, await asyncio.shield(accepting)
-        existing = self.store.get(*key)
-        if existing is not None:
-            return False, existing
         rec, durable = self.store.insert(
             run_id=order.run_id, attempt=order.attempt, job=order.job, epoch=order.epoch,
             timeout=order.timeout,
@@ -111,14 +108,17 @@ class Runner:
         # A task of its own: a client that hangs up must not leave a recorded run unstarted.
         task = asyncio.get_running_loop().create_task(self._accept(rec, durable, order))
         self.accepting[key] = task
-        return True, await asyncio.shield(task)
+        accepted = await asyncio.shield(task)
+        return accepted is rec, accepted
 
     async def _accept(self, rec: RunRecord, durable: asyncio.Future[Any],
                       order: DispatchOrder) -> RunRecord:
         try:
-            await durable
+            existing = await durable
         finally:
             self.accepting.pop(rec.key, None)
+        if existing is not None:
+            return existing  # known already: nothing started
         self.tracked[rec.key] = Tracked(rec, None, 0, None)
         launch = asyncio.get_running_loop().create_task(self._launch(rec, order))
         self._launches.add(launch)

@@ -159,7 +159,9 @@ class Store:
         self, *, run_id: str, attempt: int, job: str, epoch: int, timeout: float | None
     ) -> tuple[RunRecord, asyncio.Future[Any]]:
         """The new run's record (started_at: now, when it is accepted) and the future that
-        says it is durable."""
+        says it is durable. The future's value is None, or the record already stored under
+        that key (then nothing was written): the duplicate check runs in the committing
+        thread, so the event loop does not wait on a lookup."""
         rec = RunRecord(
             run_id=run_id, attempt=attempt, job=job, epoch=epoch, state=RUNNING, exit_code=None,
             reason=None, pid=None, sup_pid=None, sup_ctime=None, timeout=timeout,
@@ -169,10 +171,20 @@ class Store:
         )
         values = (rec.run_id, rec.attempt, rec.job, rec.epoch, rec.state, rec.timeout,
                   rec.started_at, rec.rundir)
-        return rec, self.committer.submit([lambda db: db.execute(
-            "INSERT INTO runs (run_id, attempt, job, epoch, state, timeout, started_at, rundir) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values,
-        )])
+
+        def insert(db: sqlite3.Connection) -> RunRecord | None:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO runs "
+                "(run_id, attempt, job, epoch, state, timeout, started_at, rundir) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values,
+            )
+            if cur.rowcount == 1:
+                return None
+            return self._record(db.execute(
+                "SELECT * FROM runs WHERE run_id=? AND attempt=?", (run_id, attempt)
+            ).fetchone())
+
+        return rec, self.committer.submit([insert])
 
     def update(self, run_id: str, attempt: int, **fields: Any) -> asyncio.Future[Any]:
         bad = set(fields) - set(_COLUMNS)
