@@ -8,6 +8,7 @@ requests and ansible-playbook all reach the lab network (and nothing else).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -68,13 +69,17 @@ def cluster() -> Iterator[None]:
     if not reuse:
         lab.up()  # in the host's namespace: the wheelhouse build may need PyPI
     join_netns(CLIENT_NS)
-    if not reuse:
-        res = playbook()
-        assert res.returncode == 0, f"site.yml failed:\n{res.stdout[-4000:]}"
-    wait_for("the scheduler to answer on the VIP", health, timeout=180)
-    yield
-    if not reuse:
-        lab.down()
+    try:
+        if not reuse:
+            res = playbook()
+            assert res.returncode == 0, f"site.yml failed:\n{res.stdout[-4000:]}"
+        wait_for("the scheduler to answer on the VIP", health, timeout=180)
+        yield
+    finally:
+        # A lab this session built goes, also when provisioning failed (CI must not leak it);
+        # HASCHED_LAB_KEEP=1 keeps it for a look.
+        if not reuse and os.environ.get("HASCHED_LAB_KEEP") != "1":
+            lab.down()
 
 
 def ssh(node: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -45,7 +45,10 @@ def test_pcs_status_nodes_fencing_resources(cluster):
     for dev in ("fence-node1", "fence-node2"):
         assert re.search(rf"{dev}\s+\(stonith:fence_ipmilan\):\s+Started", out), out
     assert re.search(r"hasched-vip\s+\(ocf:heartbeat:IPaddr2\):\s+Started", out), out
-    assert re.search(r"hasched-scheduler\s+\(ocf:hasched:scheduler\):\s+Started", out), out
+    # The default layout: a promotable clone, promoted on one node, a warm standby on the other.
+    assert re.search(r"hasched-scheduler-clone \[hasched-scheduler\] \(promotable\)", out), out
+    assert re.search(r"Promoted: \[ node[12] \]", out), out
+    assert re.search(r"Unpromoted: \[ node[12] \]", out), out
     props = ssh("node1", "crm_attribute", "-t", "crm_config", "-n", "stonith-enabled",
                 "-q", "-G").stdout
     assert props.strip() == "true"

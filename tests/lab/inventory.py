@@ -59,6 +59,7 @@ def write(key: Path) -> Path:
             "hasched_vip_cidr_netmask": 24,
             "hasched_wheelhouse_dir": str(WHEELHOUSE),
             "hasched_pip_no_index": True,
+            "hasched_scheduler_nonlocal_bind": False,  # set by the lab (net.build)
         },
         "children": {
             "cluster": {"hosts": {n.name: host(n) for n in NODES if n.cluster}},

@@ -73,6 +73,10 @@ def build() -> None:
     for n in NODES:
         add_ns(n.netns)
         _cable(n.netns, n.port_veth, n.ip, n.mac)
+        if n.cluster:
+            # What the hasched role sets on real hosts (a scheduler binds the VIP where it is
+            # absent); inside a container /proc/sys is read-only, so the lab sets it here.
+            in_ns(n.netns, "sysctl", "-qw", "net.ipv4.ip_nonlocal_bind=1")
 
 
 def set_link(n: Node, up: bool) -> None:
