@@ -144,6 +144,9 @@ class Supervisor:
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
+        # Caught (not ignored), so that the job's exit wakes the select through the wakeup fd
+        # at once instead of at its next timeout; exec resets it to the default in the job.
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         # No SIGHUP handling: an ignored signal would stay ignored in the job after exec.
         # The agent starts us with these blocked; a cancel sent meanwhile is delivered now.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT})
