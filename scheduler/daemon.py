@@ -135,6 +135,10 @@ class Scheduler:
         self._probe_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._advancing: set[tuple[str, int]] = set()
+        # Agents that did not answer when this term began, and when it began: a run missed
+        # before then may have been sent to one of them by the predecessor.
+        self._unadopted: set[str] = set()
+        self._activated_at: datetime | None = None
         self._spawned: set[asyncio.Task[None]] = set()
         self._role_lock = asyncio.Lock()
         self.plan: Any = None
@@ -215,7 +219,8 @@ class Scheduler:
                                    "another scheduler is active")
             self._set_role("active")
             now = _now()
-            latest = await self.dispatcher.adopt(now)
+            latest, self._unadopted = await self.dispatcher.adopt(now)
+            self._activated_at = now
             await self._catch_up(latest, now)
             self._tasks = [asyncio.create_task(self._plan_loop()),
                            asyncio.create_task(self._collect_loop())]
@@ -358,9 +363,12 @@ class Scheduler:
         while self.role == "active":
             try:
                 await self.dispatcher.collect()
+                reach = self.dispatcher.reachable
+                for agent in [a for a in self._unadopted if reach.get(a)]:
+                    if await self.dispatcher.adopt_agent(agent, _now()):
+                        self._unadopted.discard(agent)
                 # Scheduled runs move on together; a run bound to an agent that is down waits
                 # for the next pass that finds it up (no timeout per run per pass).
-                reach = self.dispatcher.reachable
                 pending = [r for r in self.ledger.open_runs() if r["state"] == "scheduled"
                            and (not r["agent"] or reach.get(r["agent"], False))]
                 if self.role == "active":
@@ -399,6 +407,10 @@ class Scheduler:
         if row["scheduled_at"] and parse_time(row["scheduled_at"]) > _now():
             return  # a retry waiting for its time
         nominal = parse_time(row["nominal"])
+        unsure = self._unsure_members(job, row)
+        if unsure:
+            await self._hold(key, row, job, unsure)
+            return
         if job.after and not row["manual"]:
             lookup = self._dependency_lookup(job, nominal)
             dep = planning.dependency_state(job, nominal, lookup)
@@ -424,6 +436,30 @@ class Scheduler:
             for other in others:
                 await self.dispatcher.cancel(other)
         await self.dispatcher.dispatch(row, job)
+
+    def _unsure_members(self, job: Any, row: dict[str, Any]) -> list[str]:
+        """The pool members that did not answer when this term began, for a planned fire from
+        before then: the predecessor may have sent it to one of them, and a run sent to another
+        member would run twice."""
+        if (job.agent or row["manual"] or row["attempt"] != 1 or not self._unadopted
+                or self._activated_at is None
+                or parse_time(row["nominal"]) >= self._activated_at):
+            return []
+        assert self.dispatcher is not None
+        return sorted(a for a in self._unadopted if job.pool in self.dispatcher.labels.get(a, ()))
+
+    async def _hold(self, key: tuple[str, int], row: dict[str, Any], job: Any,
+                    unsure: list[str]) -> None:
+        """Keep the run scheduled until those agents answer (then it is adopted or sent), or
+        cancel it once the misfire grace has passed."""
+        who = f"agent{'s' if len(unsure) > 1 else ''} {', '.join(unsure)}"
+        if _now() - parse_time(row["nominal"]) > timedelta(seconds=job.misfire.grace):
+            await self._close(key, "cancelled", f"{who} stayed unreachable for the misfire grace; "
+                              "not sent to another agent: it may already have run there")
+        elif row["reason"] != (why := f"waiting: {who} unreachable, cannot rule out that it "
+                                      "already ran"):
+            await self.writer.write([Change("update", *key, fields={"reason": why, "agent": None},
+                                            when=("scheduled",))])
 
     def _dependency_lookup(self, job: Any, nominal: datetime) -> Any:
         """lookup(dep, local_date) for planner.dependency_state: the state of dep's runs on a

@@ -246,7 +246,7 @@ class Dispatcher:
             row = self.ledger.get_attempt(*key)
             if row is None:
                 return
-            fields = self._result_fields(run)
+            fields = {**self._result_fields(run), "agent": agent}  # a held run has none yet
             if row["state"] not in FINAL_STATES or not row["output_path"]:
                 base = self.output_dir / run["job"] / f"{run['run_id']}.{key[1]}"
                 await self._save_output(client, key, base)
@@ -286,32 +286,45 @@ class Dispatcher:
             fields.update(self._result_fields(run))
         return Change("adopt", run["run_id"], int(run["attempt"]), run["job"], fields)
 
-    async def adopt(self, now: datetime) -> dict[str, str]:
+    async def _fetch_started(self, agent: str, now: datetime) -> list[dict[str, Any]] | None:
+        try:
+            runs = await self.clients[agent].runs(since=now - ADOPT_WINDOW)
+        except (AgentUnreachable, AgentError) as e:
+            self._mark(agent, False, str(e))
+            log.warning("cannot adopt runs from %s: %s", agent, e)
+            return None
+        self._mark(agent, True)
+        return runs
+
+    def _adoptions(self, agent: str, runs: list[dict[str, Any]]) -> list[Change]:
+        return [self.adoption(agent, run, bool(run.get("acked")) and run["state"] in FINAL_STATES)
+                for run in runs]
+
+    async def adopt(self, now: datetime) -> tuple[dict[str, str], set[str]]:
         """Take into the ledger every run the agents started in the retention window.
-        Returns, per job, the latest nominal time seen (the predecessor's last fire)."""
+        Returns, per job, the latest nominal time seen (the predecessor's last fire), and the
+        agents that did not answer (what they ran is unknown until `adopt_agent`)."""
         latest: dict[str, str] = {}
         changes: list[Change] = []
-
-        async def fetch(agent: str, client: AgentClient) -> list[dict[str, Any]]:
-            try:
-                runs = await client.runs(since=now - ADOPT_WINDOW)
-            except (AgentUnreachable, AgentError) as e:
-                self._mark(agent, False, str(e))
-                log.warning("cannot adopt runs from %s: %s", agent, e)
-                return []
-            self._mark(agent, True)
-            return runs
-
         names = list(self.clients)
-        fetched = await asyncio.gather(*(fetch(n, self.clients[n]) for n in names))
+        fetched = await asyncio.gather(*(self._fetch_started(n, now) for n in names))
         for agent, runs in zip(names, fetched, strict=True):
-            for run in runs:
-                final = bool(run.get("acked")) and run["state"] in FINAL_STATES
-                changes.append(self.adoption(agent, run, final))
+            changes += self._adoptions(agent, runs or [])
+            for run in runs or []:
                 nominal = nominal_of(run["run_id"])
                 if nominal > latest.get(run["job"], ""):
                     latest[run["job"]] = nominal
         done = await self.writer.write(changes)
         if any(done):
             log.info("adopted %d run record(s) from agents", sum(done))
-        return latest
+        return latest, {n for n, runs in zip(names, fetched, strict=True) if runs is None}
+
+    async def adopt_agent(self, agent: str, now: datetime) -> bool:
+        """Adopt the runs of one agent that did not answer at promotion; False if it still
+        does not."""
+        runs = await self._fetch_started(agent, now)
+        if runs is None:
+            return False
+        done = await self.writer.write(self._adoptions(agent, runs))
+        log.info("agent %s answered: adopted %d run record(s) from it", agent, sum(done))
+        return True

@@ -8,6 +8,7 @@ import time
 
 import pytest
 from conftest import Lab, dump, duplicates, job_toml, nominal_gaps, wait_for
+from test_scheduler_policies import at
 
 from scheduler.protocol import DispatchOrder, StaleEpoch
 
@@ -74,3 +75,63 @@ def test_active_scheduler_refused_for_stale_epoch_demotes_itself(lab: Lab) -> No
     time.sleep(4)  # two fire times pass: a standby plans nothing
     assert len(a.ledger_rows("beat")) == planned
     assert a.status()["epoch"] == 1  # it does not take the successor's epoch as its own
+
+
+def pooled_toml(fire: str, grace: str = "1h") -> str:
+    return (f'[job.pooled]\ncommand = ["true"]\nat = "{fire}"\npool = "workers"\n'
+            f'misfire = {{ policy = "run-once", grace = "{grace}" }}\n')
+
+
+def waiting_for(agent: str) -> str:
+    return f"waiting: agent {agent} unreachable, cannot rule out that it already ran"
+
+
+def test_pool_fire_waits_for_the_member_that_may_have_run_it_then_adopts_it(lab: Lab) -> None:
+    lab.agent("a1")
+    lab.agent("a2")
+    a = lab.scheduler("a", role="standby")
+    b = lab.scheduler("b", role="standby")
+    assert a.ctl({"op": "promote", "epoch": 1})["role"] == "active"
+    fire = at(4)
+    lab.job("pooled", pooled_toml(fire))
+    for s in (a, b):
+        assert s.ctl({"op": "reload"})["jobs"] == 1
+    holder = wait_for("A to run the fire on a pool member", lambda: [
+        ag for ag in lab.agents for r in ag.runs() if r["job"] == "pooled"
+        and r["state"] == "succeeded"])[0]
+    other = next(ag for ag in lab.agents if ag is not holder)
+    assert a.proc is not None
+    a.proc.kill9()
+    holder.proc.kill9()  # down while B becomes active: B cannot know it ran the fire
+    assert b.ctl({"op": "promote", "epoch": 2})["role"] == "active"
+    held = wait_for("B to hold the missed fire", lambda: [
+        r for r in b.ledger_rows("pooled") if r["state"] == "scheduled"
+        and r["reason"] == waiting_for(holder.name)])
+    assert [r["run_id"] for r in held] == [f"pooled@{fire}"]
+    assert [r for r in other.runs() if r["job"] == "pooled"] == []
+    holder.start()
+    done = wait_for("B to adopt the run once the member answers", lambda: [
+        r for r in b.ledger_rows("pooled") if r["state"] == "succeeded"])
+    assert [(r["run_id"], r["agent"]) for r in done] == [(f"pooled@{fire}", holder.name)]
+    assert [r for r in other.runs() if r["job"] == "pooled"] == [], "the fire ran twice"
+
+
+def test_pool_fire_is_cancelled_when_the_member_stays_away_past_the_grace(lab: Lab) -> None:
+    a1 = lab.agent("a1")
+    a2 = lab.agent("a2")
+    b = lab.scheduler("b", role="standby")
+    fire = at(3)
+    lab.job("pooled", pooled_toml(fire, grace="10s"))
+    assert b.ctl({"op": "reload"})["jobs"] == 1
+    a1.proc.kill9()
+    wait_for("the fire time to pass with no active scheduler", lambda: at(-1) > fire,
+             deadline=30)
+    assert b.ctl({"op": "promote", "epoch": 1})["role"] == "active"
+    wait_for("B to hold the missed fire", lambda: [
+        r for r in b.ledger_rows("pooled") if r["reason"] == waiting_for("a1")])
+    rows = wait_for("the held fire to be cancelled after the grace", lambda: [
+        r for r in b.ledger_rows("pooled") if r["state"] == "cancelled"])
+    assert [(r["run_id"], r["reason"]) for r in rows] == [(
+        f"pooled@{fire}", "agent a1 stayed unreachable for the misfire grace; not sent to "
+        "another agent: it may already have run there")]
+    assert [r for r in a2.runs() if r["job"] == "pooled"] == []
