@@ -110,6 +110,9 @@ class DispatchOrder:
     cwd: str | None = None
     user: str | None = None
     timeout: float | None = None
+    # Sent ahead: the agent records the run at once and starts it when its clock reaches this
+    # (ISO UTC); None or a past time: at once.
+    start_at: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,7 +163,17 @@ class DispatchOrder:
             not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
         ):
             raise ProtocolError("field 'timeout': must be a positive number of seconds or null")
-        return cls(run_id, job, attempt, epoch, list(command), dict(env), cwd, user, timeout)
+        start_at = body.get("start_at")
+        if start_at is not None:
+            if not isinstance(start_at, str):
+                raise ProtocolError("field 'start_at': must be an ISO-8601 UTC time or null")
+            try:
+                start_at = iso(parse_iso(start_at))
+            except ProtocolError:
+                raise ProtocolError("field 'start_at': must be an ISO-8601 UTC time or null"
+                                    ) from None
+        return cls(run_id, job, attempt, epoch, list(command), dict(env), cwd, user, timeout,
+                   start_at)
 
 
 def parse_epoch_body(body: Any) -> int:

@@ -191,5 +191,10 @@ class AgentAPI:
         if refused is not None:
             return refused
         if rec.state == RUNNING:
-            self.runner.cancel(rec.run_id, rec.attempt)
+            waiting = self.runner.cancel_waiting(rec.run_id, rec.attempt)
+            if waiting is not None:
+                await asyncio.shield(waiting)
+                rec = self.store.get(rec.run_id, rec.attempt) or rec
+            else:
+                self.runner.cancel(rec.run_id, rec.attempt)
         return web.json_response(self._run(rec))

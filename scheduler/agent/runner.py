@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from scheduler.protocol import (
     TIMED_OUT,
     DispatchOrder,
     iso,
+    parse_iso,
     utc_now,
 )
 
@@ -87,6 +89,8 @@ class Runner:
         self.tracked: dict[tuple[str, int], Tracked] = {}
         self.accepting: dict[tuple[str, int], asyncio.Task[RunRecord]] = {}
         self._launches: set[asyncio.Task[None]] = set()
+        # Runs sent ahead, waiting for their start_at: their timers.
+        self.waiting: dict[tuple[str, int], asyncio.TimerHandle] = {}
         self._task: asyncio.Task[None] | None = None
 
     def _write(self, fut: asyncio.Future[Any]) -> None:
@@ -103,7 +107,8 @@ class Runner:
             return False, await asyncio.shield(accepting)
         rec, durable = self.store.insert(
             run_id=order.run_id, attempt=order.attempt, job=order.job, epoch=order.epoch,
-            timeout=order.timeout,
+            timeout=order.timeout, start_at=order.start_at,
+            spec=json.dumps(order.to_json()) if order.start_at else None,
         )
         # A task of its own: a client that hangs up must not leave a recorded run unstarted.
         task = asyncio.get_running_loop().create_task(self._accept(rec, durable, order))
@@ -120,13 +125,40 @@ class Runner:
         if existing is not None:
             return existing  # known already: nothing started
         self.tracked[rec.key] = Tracked(rec, None, 0, None)
+        if rec.start_at:
+            self._start_when_due(rec, order)
+        else:
+            self._begin(rec, order)
+        return rec
+
+    def _start_when_due(self, rec: RunRecord, order: DispatchOrder) -> None:
+        """Start the run when the wall clock reaches its start_at (at once if it has)."""
+        assert rec.start_at is not None
+        at = parse_iso(rec.start_at).timestamp()
+        loop = asyncio.get_running_loop()
+
+        def due() -> None:
+            left = at - time.time()
+            if left > 0:  # the loop's monotonic clock and the wall clock may differ a little
+                self.waiting[rec.key] = loop.call_later(left, due)
+                return
+            self.waiting.pop(rec.key, None)
+            self._begin(rec, order)
+
+        self.waiting[rec.key] = loop.call_later(max(0.0, at - time.time()), due)
+
+    def _begin(self, rec: RunRecord, order: DispatchOrder) -> None:
         launch = asyncio.get_running_loop().create_task(self._launch(rec, order))
         self._launches.add(launch)
         launch.add_done_callback(self._launches.discard)
-        return rec
 
     async def _launch(self, rec: RunRecord, order: DispatchOrder) -> None:
         spec = order.to_json() | {"output_limit": self.output_limit, "kill_grace": self.kill_grace}
+        started = {}
+        if rec.start_at:
+            # Noted with the supervisor: until then a restarted agent still sees the run waiting,
+            # starts it again, and the supervisors' exclusive claim lets only one run the job.
+            started = {"started_at": iso(utc_now()), "start_at": None}
         try:
             pid, ctime, popen = await self.spawner.spawn(Path(rec.rundir), spec)
         except OSError as e:
@@ -136,7 +168,10 @@ class Runner:
         if t is None:
             return
         t.popen, t.pid, t.ctime = popen, pid, ctime
-        self._write(self.store.update(rec.run_id, rec.attempt, sup_pid=pid, sup_ctime=t.ctime))
+        if started:
+            rec.started_at, rec.start_at = started["started_at"], None
+        self._write(self.store.update(rec.run_id, rec.attempt, sup_pid=pid, sup_ctime=t.ctime,
+                                      **started))
         log.info("run %s attempt %d started: %s", rec.run_id, rec.attempt,
                  " ".join(order.command)[:200])
         if t.cancel_asked:
@@ -171,6 +206,13 @@ class Runner:
                 self._adopt(rec, rec.sup_pid, rec.sup_ctime)
             elif (claimant := self._claimant(rec, None)) is not None:
                 self._adopt(rec, *claimant)  # the agent died before noting its supervisor
+            elif rec.start_at and rec.spec and not (Path(rec.rundir) / CLAIM).exists():
+                # Sent ahead and not started yet (no supervisor ever claimed it): start it at
+                # its time, or at once if that has passed.
+                self.tracked[rec.key] = Tracked(rec, None, 0, None)
+                self._start_when_due(rec, DispatchOrder.from_json(json.loads(rec.spec)))
+                log.info("run %s attempt %d: waiting to start at %s", rec.run_id, rec.attempt,
+                         rec.start_at)
             else:
                 self._fail(rec, RESTART_REASON)
 
@@ -263,6 +305,18 @@ class Runner:
                 pass
 
     # -- cancelling -----------------------------------------------------------------------------
+    def cancel_waiting(self, run_id: str, attempt: int) -> asyncio.Future[Any] | None:
+        """Cancel a run sent ahead that has not started: nothing is started; the future says
+        the cancellation is durable. None when the run is not waiting."""
+        timer = self.waiting.pop((run_id, attempt), None)
+        if timer is None:
+            return None
+        timer.cancel()
+        self.tracked.pop((run_id, attempt), None)
+        log.info("run %s attempt %d cancelled before its start time", run_id, attempt)
+        return self.store.update(run_id, attempt, state=CANCELLED, finished_at=iso(utc_now()),
+                                 reason="cancelled before its start time")
+
     def cancel(self, run_id: str, attempt: int) -> bool:
         """Ask the run's supervisor to stop it (TERM, then KILL after kill_grace)."""
         t = self.tracked.get((run_id, attempt))

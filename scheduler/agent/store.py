@@ -48,6 +48,8 @@ CREATE TABLE IF NOT EXISTS runs (
     stderr_bytes INTEGER NOT NULL DEFAULT 0,
     truncated INTEGER NOT NULL DEFAULT 0,
     rundir TEXT NOT NULL,
+    start_at TEXT,          -- set while a run sent ahead waits for its start time
+    spec TEXT,              -- that run's order (JSON), to start it after an agent restart
     PRIMARY KEY (run_id, attempt)
 );
 CREATE INDEX IF NOT EXISTS runs_state ON runs (state);
@@ -76,6 +78,10 @@ class RunRecord:
     stderr_bytes: int
     truncated: bool
     rundir: str
+    # Set while an order sent ahead waits for its time (started_at then holds that time in the
+    # store, so that `since` and the order of runs see it; the RUN shows started_at null).
+    start_at: str | None = None
+    spec: str | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -85,7 +91,8 @@ class RunRecord:
         return make_run(
             run_id=self.run_id, job=self.job, attempt=self.attempt, epoch=self.epoch,
             state=self.state, exit_code=self.exit_code, reason=self.reason, pid=self.pid,
-            started_at=self.started_at, finished_at=self.finished_at, acked=self.acked,
+            started_at=None if self.start_at else self.started_at,
+            finished_at=self.finished_at, acked=self.acked,
             stdout_bytes=self.stdout_bytes, stderr_bytes=self.stderr_bytes,
             truncated=self.truncated,
         )
@@ -115,6 +122,10 @@ class Store:
         try:
             self.db = connect(path)
             self.db.executescript(SCHEMA)
+            columns = {r[1] for r in self.db.execute("PRAGMA table_info(runs)")}
+            for column in ("start_at", "spec"):  # a store from before orders sent ahead
+                if column not in columns:
+                    self.db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
             row = self.db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
             self.committer = GroupCommitter(path)
         except sqlite3.Error as e:
@@ -156,27 +167,30 @@ class Store:
         return self._record(row)
 
     def insert(
-        self, *, run_id: str, attempt: int, job: str, epoch: int, timeout: float | None
+        self, *, run_id: str, attempt: int, job: str, epoch: int, timeout: float | None,
+        start_at: str | None = None, spec: str | None = None,
     ) -> tuple[RunRecord, asyncio.Future[Any]]:
-        """The new run's record (started_at: now, when it is accepted) and the future that
+        """The new run's record (started_at: now, when it is accepted; or `start_at`, when
+        it waits for that time, then with the order `spec` to start it) and the future that
         says it is durable. The future's value is None, or the record already stored under
         that key (then nothing was written): the duplicate check runs in the committing
         thread, so the event loop does not wait on a lookup."""
         rec = RunRecord(
             run_id=run_id, attempt=attempt, job=job, epoch=epoch, state=RUNNING, exit_code=None,
             reason=None, pid=None, sup_pid=None, sup_ctime=None, timeout=timeout,
-            started_at=iso(utc_now()), finished_at=None, acked=False, acked_at=None,
-            stdout_bytes=0, stderr_bytes=0, truncated=False,
+            started_at=start_at or iso(utc_now()), finished_at=None, acked=False,
+            acked_at=None, stdout_bytes=0, stderr_bytes=0, truncated=False,
             rundir=str(self.output_dir / rundir_name(run_id, attempt)),
+            start_at=start_at, spec=spec if start_at else None,
         )
         values = (rec.run_id, rec.attempt, rec.job, rec.epoch, rec.state, rec.timeout,
-                  rec.started_at, rec.rundir)
+                  rec.started_at, rec.rundir, rec.start_at, rec.spec)
 
         def insert(db: sqlite3.Connection) -> RunRecord | None:
             cur = db.execute(
                 "INSERT OR IGNORE INTO runs "
-                "(run_id, attempt, job, epoch, state, timeout, started_at, rundir) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", values,
+                "(run_id, attempt, job, epoch, state, timeout, started_at, rundir, start_at, "
+                "spec) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", values,
             )
             if cur.rowcount == 1:
                 return None
