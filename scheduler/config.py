@@ -38,6 +38,9 @@ class AgentRef:
     ca: Path | None = None
 
 
+MAX_DISPATCH_LEAD = 60.0
+
+
 @dataclass(frozen=True)
 class SchedulerConfig:
     path: Path
@@ -50,6 +53,7 @@ class SchedulerConfig:
     log_level: str = "info"
     tls: TLSConfig | None = None
     calendars_file: Path | None = None
+    dispatch_lead: float = 1.0  # seconds: planned fires go to agents this early (0: off)
     agents: dict[str, AgentRef] = field(default_factory=dict)
 
 
@@ -143,8 +147,11 @@ def load_scheduler_config(path: str | Path) -> SchedulerConfig:
     _check_tables(path, lines, data, ("scheduler", "agents"))
     main = _Reader(path, lines, ("scheduler",), data.get("scheduler", {}))
     main.only(("listen", "state_dir", "run_dir", "jobs_dir", "api_tokens_file", "log_level",
-               "tls", "calendars_file"))
+               "tls", "calendars_file", "dispatch_lead"))
     host, port = main.listen(8480)
+    lead = main.convert("dispatch_lead", parse_duration, 1.0)
+    if not 0 <= lead <= MAX_DISPATCH_LEAD:
+        main.fail(("dispatch_lead",), f"must be between 0s and {MAX_DISPATCH_LEAD:g}s")
     level = main.string("log_level", "info")
     if level not in LOG_LEVELS:
         main.fail(("log_level",), f"must be one of: {', '.join(LOG_LEVELS)}")
@@ -174,6 +181,7 @@ def load_scheduler_config(path: str | Path) -> SchedulerConfig:
         log_level=level,
         tls=main.tls(),
         calendars_file=main.path_of("calendars_file"),
+        dispatch_lead=float(lead),
         agents=agents,
     )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ from scheduler.service import Conflict, NotActive, NotFound
 log = logging.getLogger("hasched.scheduler")
 
 COLLECT_EVERY = 1.0
+# Fires are planned this many seconds early: those that can be sent ahead reach their agent
+# before their time and start there at it (progress.RunProgress); the others wait for it.
+DISPATCH_LEAD = 1.0
 
 
 def _now() -> datetime:
@@ -62,6 +65,8 @@ class Scheduler(Roles, RunProgress):
         self._probe_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._advancing: set[tuple[str, int]] = set()
+        self._held: set[tuple[str, int]] = set()  # planned early, waiting for their time
+        self.dispatch_lead = getattr(config, "dispatch_lead", DISPATCH_LEAD)
         # Agents that did not answer when this term began, and when it began: a run missed
         # before then may have been sent to one of them by the predecessor.
         self._unadopted: set[str] = set()
@@ -134,7 +139,8 @@ class Scheduler(Roles, RunProgress):
     async def _plan_loop(self) -> None:
         while True:
             nxt = self.plan.next_time()
-            delay = 3600.0 if nxt is None else (nxt - _now()).total_seconds()
+            lead = timedelta(seconds=self.dispatch_lead)
+            delay = 3600.0 if nxt is None else (nxt - lead - _now()).total_seconds()
             if delay > 0:
                 self._wake.clear()
                 try:
@@ -143,7 +149,7 @@ class Scheduler(Roles, RunProgress):
                     pass
             if self.role != "active":
                 return
-            await self._fire([(self.jobs[n], t) for n, t in self.plan.due(_now())
+            await self._fire([(self.jobs[n], t) for n, t in self.plan.due(_now() + lead)
                               if n in self.jobs])
 
     async def _fire(self, fires: list[tuple[Any, datetime]]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,8 @@ class Dispatcher:
                               epoch=self.epoch(), command=command_of(job),
                               env=dict(getattr(job, "env", None) or {}),
                               cwd=getattr(job, "cwd", None), user=getattr(job, "user", None),
-                              timeout=_seconds(getattr(job, "timeout", None)))
+                              timeout=_seconds(getattr(job, "timeout", None)),
+                              start_at=self._start_at(row))
         try:
             created, run = await self.clients[agent].dispatch(order)
         except AgentUnreachable as e:
@@ -147,12 +148,24 @@ class Dispatcher:
             "state": "running", "agent": agent, "epoch": run.get("epoch", order.epoch),
             "dispatched_at": utc_iso(), "started_at": run.get("started_at"), "reason": None,
         }, when=("scheduled", "dispatched"))])
-        if created and not row.get("manual") and run.get("started_at") and self.metrics:
-            late = parse_iso(run["started_at"]) - parse_iso(row["nominal"])
-            self.metrics.observe_lateness(max(0.0, late.total_seconds()))
+        if created:
+            self.observe_start(row, run)
         log.info("dispatched %s attempt %s to %s%s", row["run_id"], row["attempt"], agent,
                  "" if created else " (agent already had it)")
         return True
+
+    @staticmethod
+    def _start_at(row: dict[str, Any]) -> str | None:
+        """A run sent before its nominal time starts on its agent at that time."""
+        return row["nominal"] if parse_iso(row["nominal"]) > datetime.now(UTC) else None
+
+    def observe_start(self, row: dict[str, Any], run: dict[str, Any]) -> None:
+        """Dispatch lateness (agent's started_at - nominal) of a planned run, once its start
+        is known: at dispatch, or later for a run sent ahead."""
+        if row.get("manual") or not run.get("started_at") or self.metrics is None:
+            return
+        late = parse_iso(run["started_at"]) - parse_iso(row["nominal"])
+        self.metrics.observe_lateness(max(0.0, late.total_seconds()))
 
     async def cancel(self, row: dict[str, Any]) -> None:
         agent = row.get("agent")
@@ -198,6 +211,11 @@ class Dispatcher:
                 await self.writer.write([Change("update", *key, fields={
                     "state": "running", "agent": agent, "started_at": run.get("started_at")},
                     when=("scheduled", "dispatched"))])
+            elif row and row["state"] == "running" and not row["started_at"] \
+                    and run.get("started_at"):  # sent ahead, started since
+                await self.writer.write([Change("update", *key, fields={
+                    "started_at": run["started_at"]}, when=("running",))])
+                self.observe_start(row, run)
         for row in self.ledger.open_runs():
             key = (row["run_id"], row["attempt"])
             if (row["agent"] != agent or row["state"] == "scheduled" or key in seen
@@ -252,6 +270,8 @@ class Dispatcher:
                 await self._save_output(client, key, base)
                 fields["output_path"] = str(base)
             if row["state"] not in FINAL_STATES:
+                if not row["started_at"]:
+                    self.observe_start(row, run)
                 await self._final(row, fields)
             elif not row["output_path"]:
                 await self.writer.write([Change("update", *key,

@@ -3,6 +3,7 @@ run it), cancel, or dispatch; and what follows a final state (retries)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -57,6 +58,9 @@ class RunProgress:
         if row["scheduled_at"] and parse_time(row["scheduled_at"]) > _now():
             return  # a retry waiting for its time
         nominal = parse_time(row["nominal"])
+        if nominal > _now() and not self._sendable_ahead(job, row):
+            self._hold_until(key, nominal)
+            return
         unsure = self._unsure_members(job, row)
         if unsure:
             await self._hold(key, row, job, unsure)
@@ -86,6 +90,32 @@ class RunProgress:
             for other in others:
                 await self.dispatcher.cancel(other)
         await self.dispatcher.dispatch(row, job)
+
+    def _sendable_ahead(self, job: Any, row: dict[str, Any]) -> bool:
+        """May this run go to its agent before its time (to start there at it)? Only when
+        nothing that can change before then decides its fate: a planned first attempt, no
+        dependencies, and overlap allowed or nothing in flight under forbid."""
+        if row["manual"] or row["attempt"] != 1 or job.after:
+            return False
+        if job.concurrency == "allow":
+            return True
+        return job.concurrency == "forbid" and not any(
+            r["run_id"] != row["run_id"] for r in self.ledger.in_flight(job.name))
+
+    def _hold_until(self, key: tuple[str, int], at: datetime) -> None:
+        """Come back to a run planned early at its nominal time (once per run)."""
+        if key in self._held:
+            return
+        self._held.add(key)
+
+        def due() -> None:
+            self._held.discard(key)
+            row = self.ledger.get_attempt(*key)
+            if row and row["state"] == "scheduled":
+                self._spawn(self._advance(row))
+
+        delay = max(0.0, (at - _now()).total_seconds())
+        asyncio.get_running_loop().call_later(delay, due)
 
     def _dependency_lookup(self, job: Any, nominal: datetime) -> Any:
         """lookup(dep, local_date) for planner.dependency_state: the state of dep's runs on a

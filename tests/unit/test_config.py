@@ -66,6 +66,7 @@ def test_scheduler_config_defaults(tmp_path):
     assert config.run_dir == Path("/run/hasched")
     assert config.jobs_dir == Path("/etc/hasched/jobs")
     assert config.log_level == "info"
+    assert config.dispatch_lead == 1.0
     assert config.api_tokens_file is None and config.tls is None and config.agents == {}
 
 
@@ -96,7 +97,11 @@ tls = { cert = "/c", key = "/k" }
 @pytest.mark.parametrize("text, expected", [
     ('[scheduler]\nlisten = "x"\nport = 3\n',
      "3: scheduler.port: unknown field; expected one of: listen, state_dir, run_dir, jobs_dir, "
-     "api_tokens_file, log_level, tls, calendars_file"),
+     "api_tokens_file, log_level, tls, calendars_file, dispatch_lead"),
+    ('[scheduler]\ndispatch_lead = "2m"\n',
+     "2: scheduler.dispatch_lead: must be between 0s and 60s"),
+    ('[scheduler]\ndispatch_lead = "early"\n',
+     "2: scheduler.dispatch_lead: not a duration: 'early' (use e.g. 30s, 5m, 2h, 1d)"),
     ('[scheduler]\nlisten = "localhost"\n',
      "2: scheduler.listen: must be host:port, got 'localhost'"),
     ('[scheduler]\nlog_level = "loud"\n',

@@ -1,0 +1,41 @@
+"""A scheduler sending planned fires ahead (`dispatch_lead`): each run reaches its agent before
+its nominal time and starts there at it, not before."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+from conftest import Lab, Scheduler, dump, duplicates, job_toml, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def at(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_planned_runs_are_sent_ahead_and_start_at_their_nominal_time(lab: Lab) -> None:
+    lab.agent("a1")
+    marks = lab.root / "marks"
+    lab.job("tick", job_toml("tick", every="3s", agent="a1",
+                             command=f'echo "$HASCHED_RUN_ID $(date +%s.%N)" >> "{marks}"'))
+    s = Scheduler(lab.root, "a", lab.agents, lab.jobs_dir)
+    s.config.write_text(s.config.read_text().replace(
+        'log_level = "debug"', 'log_level = "debug"\ndispatch_lead = "5s"'))
+    lab.schedulers.append(s)
+    s.start()
+
+    def done() -> list[dict]:
+        rows = [r for r in s.ledger_rows("tick") if r["state"] == "succeeded"]
+        return rows if len(rows) >= 3 else []
+
+    rows = wait_for("3 runs of 'tick' collected as succeeded", done)
+    lines = [line.split() for line in marks.read_text().splitlines()]
+    assert not duplicates([run_id for run_id, _ in lines]), f"a run started twice: {lines}"
+    ran = dict(lines)
+    ahead = [r for r in rows if at(r["dispatched_at"]) < at(r["nominal"])]
+    assert ahead, f"no run was sent before its nominal time: {dump(rows)}"
+    for r in rows:
+        assert at(r["started_at"]) >= at(r["nominal"]), dump(r)
+        assert float(ran[r["run_id"]]) >= at(r["nominal"]), (r["run_id"], ran)
