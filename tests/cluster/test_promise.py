@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,6 @@ pytestmark = pytest.mark.lab
 
 JOB = "promise"
 PERIOD = timedelta(seconds=10)
-JOB_FILE = f"/etc/hasched/jobs/{JOB}.toml"
 # run-all: every fire missed while no scheduler was up is caught up; allow: runs (15 s) overlap
 # the period (10 s), so forbid would skip fires by design.
 JOB_TOML = f"""\
@@ -69,6 +69,17 @@ def agent_runs(since: str) -> list[dict] | None:
     return None if answer is None else [r for r in answer["runs"] if r["job"] == JOB]
 
 
+def _post(url: str, token: str, body: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Authorization": f"Bearer {token}",
+                                          "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
 def ledger_run(run_id: str) -> dict | None:
     return _get(f"{API}/v1/runs/{urllib.parse.quote(run_id, safe='')}",
                 _secret("hasched_api_token"))
@@ -83,14 +94,16 @@ def parse_iso(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def _install_job(present: bool, nodes: tuple[str, ...] = ("node1", "node2")) -> None:
-    """Write (or remove) the job file on cluster nodes and reload whatever daemon runs there."""
+def _install_job(present: bool, nodes: tuple[str, ...] = ("node1", "node2"), job: str = JOB,
+                 toml: str = JOB_TOML) -> None:
+    """Write (or remove) a job file on cluster nodes and reload whatever daemon runs there."""
+    path = f"/etc/hasched/jobs/{job}.toml"
     for name in nodes:
         if present:
-            subprocess.run(["ssh", "-F", str(SSH_CONFIG), name, f"cat > {JOB_FILE}"],
-                           input=JOB_TOML, text=True, check=True, timeout=60)
+            subprocess.run(["ssh", "-F", str(SSH_CONFIG), name, f"cat > {path}"],
+                           input=toml, text=True, check=True, timeout=60)
         else:
-            ssh(name, "rm", "-f", JOB_FILE)
+            ssh(name, "rm", "-f", path)
         # 7: no daemon on this node (stopped): it reads the file when it starts.
         res = ssh(name, HASCHED, "ctl", "--config", SCHED_CONFIG, "reload", check=False)
         assert res.returncode in (0, 7), f"{name}: reload failed: {res.stdout}{res.stderr}"
