@@ -162,7 +162,12 @@ class AgentAPI:
         return web.Response(text=data.decode("utf-8", errors="replace"),
                             content_type="text/plain")
 
-    async def ack(self, request: web.Request) -> web.Response:
+    async def _order_on_run(self, request: web.Request) -> RunRecord | web.Response:
+        """The run an order (ack, cancel) is about, or the answer refusing the order.
+
+        The body is checked before the run is looked up and the epoch last, so a stale
+        scheduler learns nothing about runs and a bad body never raises the epoch.
+        """
         try:
             epoch = parse_epoch_body(await self._json(request))
         except ProtocolError as e:
@@ -171,8 +176,12 @@ class AgentAPI:
         if isinstance(rec, web.Response):
             return rec
         refused = await self._check_epoch(epoch)
-        if refused is not None:
-            return refused
+        return refused if refused is not None else rec
+
+    async def ack(self, request: web.Request) -> web.Response:
+        rec = await self._order_on_run(request)
+        if isinstance(rec, web.Response):
+            return rec
         if rec.state == RUNNING:
             return error(409, f"run {rec.run_id} attempt {rec.attempt} is still running")
         await asyncio.shield(self.store.ack(rec.run_id, rec.attempt))
@@ -180,16 +189,9 @@ class AgentAPI:
         return web.json_response({"acked": True})
 
     async def cancel(self, request: web.Request) -> web.Response:
-        try:
-            epoch = parse_epoch_body(await self._json(request))
-        except ProtocolError as e:
-            return error(400, str(e))
-        rec = self._lookup(request)
+        rec = await self._order_on_run(request)
         if isinstance(rec, web.Response):
             return rec
-        refused = await self._check_epoch(epoch)
-        if refused is not None:
-            return refused
         if rec.state == RUNNING:
             waiting = self.runner.cancel_waiting(rec.run_id, rec.attempt)
             if waiting is not None:

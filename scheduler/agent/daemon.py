@@ -21,20 +21,13 @@ from scheduler.agent.launcher import Spawner
 from scheduler.agent.runner import Runner
 from scheduler.agent.store import Store, StoreError
 from scheduler.config import AgentConfig, ConfigError, load_agent_config, read_token
+from scheduler.logs import setup_logging
 
 log = logging.getLogger("hasched.agent")
 
 PURGE_INTERVAL = 3600.0
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
-
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("hasched")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
 
 
 def ssl_context(cfg: AgentConfig) -> ssl.SSLContext | None:

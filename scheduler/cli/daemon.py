@@ -47,15 +47,6 @@ def run_cmd(config: str, role: str, pidfile: str | None, log_level: str | None) 
     sys.exit(run(config, role, pidfile, log_level))
 
 
-def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger("hasched")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
-
-
 def _write_pidfile(path: str) -> None:
     tmp = Path(f"{path}.tmp")
     tmp.write_text(f"{os.getpid()}\n")
@@ -90,6 +81,7 @@ def run(config_path: str, role: str = "active", pidfile: str | None = None,
     from scheduler.config import ConfigError, load_scheduler_config
     from scheduler.daemon import Scheduler
     from scheduler.ledger import LedgerError
+    from scheduler.logs import setup_logging
 
     try:
         config = load_scheduler_config(config_path)
