@@ -113,6 +113,8 @@ def _in_flight(since: str) -> dict | None:
     """A run of the job that has been running for a few seconds and still has a while to go."""
     now = datetime.now(UTC)
     for run in agent_runs(since) or []:
+        if run["state"] != "running" or not run.get("started_at"):  # claimed, not yet started
+            continue
         age = (now - parse_iso(run["started_at"])).total_seconds()
         if run["state"] == "running" and 3 <= age <= 9:
             return run
