@@ -26,6 +26,7 @@ from scheduler.protocol import (
 log = logging.getLogger("hasched.dispatch")
 
 ADOPT_WINDOW = timedelta(days=7)  # the agents' record retention
+PUSH_TIMEOUT = 3.0  # telling an agent a new epoch: short, a promotion waits for it
 
 FinalHook = Callable[[dict[str, Any]], Awaitable[None]]
 StaleHook = Callable[[str, StaleEpoch], None]
@@ -64,6 +65,9 @@ class Dispatcher:
         self.reachable: dict[str, bool] = dict.fromkeys(clients, True)
         self.load: dict[str, int] = dict.fromkeys(clients, 0)
         self._finishing: set[tuple[str, int]] = set()
+        # The epoch each agent last confirmed to us: below ours, the agent must be told ours
+        # before anything else is asked of it (it could still obey our cut-off predecessor).
+        self.told: dict[str, int] = {}
 
     # -- agents ----------------------------------------------------------------
     def _mark(self, agent: str, ok: bool, why: str = "") -> None:
@@ -105,6 +109,44 @@ class Dispatcher:
             return int(h.get("epoch", 0))
         epochs = await asyncio.gather(*(one(n, c) for n, c in self.clients.items()))
         return max(epochs, default=-1)
+
+    async def push_epoch(self, agent: str) -> bool:
+        """Make the agent keep our epoch durably. False when it did not answer (told again at
+        the next contact). Raises StaleEpoch when it has seen a higher epoch."""
+        epoch = self.epoch()
+        if self.told.get(agent, -1) >= epoch:
+            return True
+        try:
+            await asyncio.wait_for(self.clients[agent].raise_epoch(epoch), PUSH_TIMEOUT)
+        except (AgentUnreachable, TimeoutError) as e:
+            why = str(e) or f"no answer within {PUSH_TIMEOUT:g}s"
+            self._mark(agent, False, why)
+            log.warning("agent %s not told epoch %d: %s; will tell it when it answers",
+                        agent, epoch, why)
+            return False
+        except StaleEpoch:
+            raise
+        except AgentError as e:
+            self._mark(agent, False, str(e))
+            log.warning("agent %s not told epoch %d: %s", agent, epoch, e)
+            return False
+        self.told[agent] = epoch
+        self._mark(agent, True)
+        log.info("agent %s now holds epoch %d", agent, epoch)
+        return True
+
+    async def push_epoch_all(self) -> list[tuple[str, StaleEpoch]]:
+        """Tell every agent our epoch at once; the agents that refused it (seen a higher one)."""
+        names = list(self.clients)
+        results = await asyncio.gather(*(self.push_epoch(n) for n in names),
+                                       return_exceptions=True)
+        refused = []
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, StaleEpoch):
+                refused.append((name, result))
+            elif isinstance(result, BaseException):
+                raise result
+        return refused
 
     # -- dispatch --------------------------------------------------------------
     async def dispatch(self, row: dict[str, Any], job: Any) -> bool:
@@ -192,7 +234,12 @@ class Dispatcher:
         client = self.clients[agent]
         poll_start = utc_iso()
         try:
+            if not await self.push_epoch(agent):
+                return
             runs = await client.runs(unacked=True)
+        except StaleEpoch as e:
+            self.on_stale(agent, e)
+            return
         except (AgentUnreachable, AgentError) as e:
             self._mark(agent, False, str(e))
             return

@@ -177,7 +177,7 @@ class DispatchOrder:
 
 
 def parse_epoch_body(body: Any) -> int:
-    """The `{"epoch": N}` body of ack and cancel."""
+    """The `{"epoch": N}` body of ack, cancel and the epoch push."""
     if not isinstance(body, dict):
         raise ProtocolError("body: must be a JSON object")
     return _int_field(body, "epoch", 0)
@@ -312,6 +312,11 @@ class AgentClient:
     async def cancel(self, run_id: str, attempt: int, epoch: int) -> dict[str, Any]:
         path = self._run_path(run_id, attempt) + "/cancel"
         return (await self._call("POST", path, body={"epoch": epoch}))[1]
+
+    async def raise_epoch(self, epoch: int) -> int:
+        """Tell the agent a new term began: it keeps max(its epoch, `epoch`) durably and answers
+        it. Raises StaleEpoch when the agent has seen a higher one."""
+        return int((await self._call("POST", "/v1/epoch", body={"epoch": epoch}))[1]["epoch"])
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:

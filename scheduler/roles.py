@@ -1,6 +1,6 @@
-"""Becoming active or standby: the agents' epochs checked, what the predecessor started adopted,
-missed fires (and runs left from an earlier term) put through the misfire policy, pool fires
-held while a member that may have run them does not answer."""
+"""Becoming active or standby: the agents' epochs checked and raised to ours, what the
+predecessor started adopted, missed fires (and runs left from an earlier term) put through the
+misfire policy, pool fires held while a member that may have run them does not answer."""
 
 from __future__ import annotations
 
@@ -49,6 +49,15 @@ class Roles:
                 log.error("SUPERSEDED: agents have seen epoch %d > ours %d; staying standby",
                           seen, epoch)
                 raise RuntimeError(f"agents have seen epoch {seen} > {epoch}: "
+                                   "another scheduler is active")
+            # Before anything is adopted or sent: an agent that holds our epoch refuses our
+            # cut-off predecessor from now on, not only once we first send it an order.
+            refused = await self.dispatcher.push_epoch_all()
+            if refused:
+                agent, e = refused[0]
+                log.error("SUPERSEDED: agent %s refused our epoch %d (%s); staying standby",
+                          agent, epoch, e)
+                raise RuntimeError(f"agent {agent} has seen epoch {e.agent_epoch} > {epoch}: "
                                    "another scheduler is active")
             self._set_role("active")
             now = _now()

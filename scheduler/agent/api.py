@@ -48,6 +48,7 @@ class AgentAPI:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._auth], client_max_size=4 * 1024 * 1024)
         app.router.add_get("/v1/health", self.health)
+        app.router.add_post("/v1/epoch", self.raise_epoch)
         app.router.add_post("/v1/runs", self.dispatch)
         app.router.add_get("/v1/runs", self.list_runs)
         app.router.add_get("/v1/runs/{run_id}/{attempt}", self.get_run)
@@ -112,6 +113,21 @@ class AgentAPI:
             "name": self.name, "version": scheduler.__version__,
             "epoch": self.store.epoch(), "running": self.store.count_running(),
         })
+
+    async def raise_epoch(self, request: web.Request) -> web.Response:
+        """A newly active scheduler announces its epoch before it does anything else, so that
+        its cut-off predecessor is refused even before the new one sends this agent an order."""
+        try:
+            epoch = parse_epoch_body(await self._json(request))
+        except ProtocolError as e:
+            return error(400, str(e))
+        refused = await self._check_epoch(epoch)
+        if refused is not None:
+            return refused
+        # Committed even when already seen: an equal epoch raised by an order still on its way
+        # to the disk is durable once this write is (writes commit in order).
+        await asyncio.shield(self.store.raise_epoch(epoch))
+        return web.json_response({"epoch": self.store.epoch()})
 
     async def dispatch(self, request: web.Request) -> web.Response:
         try:
