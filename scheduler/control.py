@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -95,6 +96,10 @@ class ControlServer:
             uid = peer_uid(sock)
             if uid not in (0, os.getuid()):
                 log.warning("control socket: refused peer uid %d", uid)
+                # Take the request line off the socket unparsed, so that the client's write
+                # cannot fail on a closed socket and it reads this refusal, not a broken pipe.
+                with contextlib.suppress(ValueError, asyncio.LimitOverrunError, TimeoutError):
+                    await asyncio.wait_for(reader.readline(), 2)
                 answer: dict[str, Any] = {"ok": False, "error": f"uid {uid} is not allowed"}
             else:
                 try:

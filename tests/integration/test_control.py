@@ -103,8 +103,9 @@ def _peer_refused(lab: Lab, run_dir: Path) -> None:
             "s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])\n"
             "s.sendall(b'{\"op\": \"demote\"}\\n')\n"
             "print(s.makefile().readline().strip())\n")
-    r = subprocess.run([sys.executable, "-c", code, str(s.socket)], capture_output=True,
-                       text=True, timeout=60)
+    # The base interpreter, isolated, from /: `nobody` may not be allowed into the checkout.
+    r = subprocess.run([os.path.realpath(sys.executable), "-I", "-c", code, str(s.socket)],
+                       capture_output=True, text=True, timeout=60, cwd="/")
     assert r.returncode == 0, r.stderr
     answer = json.loads(r.stdout)
     assert answer["ok"] is False and f"uid {nobody}" in answer["error"]
