@@ -127,9 +127,13 @@ class Dispatcher:
         except StaleEpoch:
             raise
         except AgentError as e:
-            self._mark(agent, False, str(e))
-            log.warning("agent %s not told epoch %d: %s", agent, epoch, e)
-            return False
+            if e.status != 404:
+                self._mark(agent, False, str(e))
+                log.warning("agent %s not told epoch %d: %s", agent, epoch, e)
+                return False
+            # An agent older than the push: our first order to it still raises its epoch.
+            log.warning("agent %s is too old to be told epoch %d ahead of our orders", agent,
+                        epoch)
         self.told[agent] = epoch
         self._mark(agent, True)
         log.info("agent %s now holds epoch %d", agent, epoch)
