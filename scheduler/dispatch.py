@@ -97,6 +97,10 @@ class Dispatcher:
         self.load[agent] = self.load.get(agent, 0) + 1  # counted at once: a burst spreads out
         return agent
 
+    def answering(self) -> list[str]:
+        """The agents whose last contact succeeded."""
+        return [n for n in self.clients if self.reachable.get(n)]
+
     async def probe(self) -> int:
         """Health of every agent (read-only: a standby may call it); the highest epoch seen."""
         async def one(name: str, client: AgentClient) -> int:
@@ -139,9 +143,8 @@ class Dispatcher:
         log.info("agent %s now holds epoch %d", agent, epoch)
         return True
 
-    async def push_epoch_all(self) -> list[tuple[str, StaleEpoch]]:
-        """Tell every agent our epoch at once; the agents that refused it (seen a higher one)."""
-        names = list(self.clients)
+    async def push_epoch_all(self, names: list[str]) -> list[tuple[str, StaleEpoch]]:
+        """Tell these agents our epoch at once; the agents that refused it (seen a higher one)."""
         results = await asyncio.gather(*(self.push_epoch(n) for n in names),
                                        return_exceptions=True)
         refused = []
@@ -371,13 +374,13 @@ class Dispatcher:
         return [self.adoption(agent, run, bool(run.get("acked")) and run["state"] in FINAL_STATES)
                 for run in runs]
 
-    async def adopt(self, now: datetime) -> tuple[dict[str, str], set[str]]:
-        """Take into the ledger every run the agents started in the retention window.
+    async def adopt(self, now: datetime, names: list[str]) -> tuple[dict[str, str], set[str]]:
+        """Take into the ledger every run these agents started in the retention window.
         Returns, per job, the latest nominal time seen (the predecessor's last fire), and the
-        agents that did not answer (what they ran is unknown until `adopt_agent`)."""
+        agents that did not answer or were not asked (what they ran is unknown until
+        `adopt_agent`)."""
         latest: dict[str, str] = {}
         changes: list[Change] = []
-        names = list(self.clients)
         fetched = await asyncio.gather(*(self._fetch_started(n, now) for n in names))
         for agent, runs in zip(names, fetched, strict=True):
             changes += self._adoptions(agent, runs or [])
@@ -388,7 +391,8 @@ class Dispatcher:
         done = await self.writer.write(changes)
         if any(done):
             log.info("adopted %d run record(s) from agents", sum(done))
-        return latest, {n for n, runs in zip(names, fetched, strict=True) if runs is None}
+        answered = {n for n, runs in zip(names, fetched, strict=True) if runs is not None}
+        return latest, set(self.clients) - answered
 
     async def adopt_agent(self, agent: str, now: datetime) -> bool:
         """Adopt the runs of one agent that did not answer at promotion; False if it still

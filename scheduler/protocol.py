@@ -211,13 +211,17 @@ class AgentClient:
     """Talks to one agent. Create and use it inside the running event loop that will own it."""
 
     def __init__(
-        self, name: str, url: str, token: str, ca: str | None = None, timeout: float = 5.0
+        self, name: str, url: str, token: str, ca: str | None = None, timeout: float = 5.0,
+        connect_timeout: float = 1.5,
     ):
         self.name = name
         self.url = url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"}
         self._ca = ca
         self._timeout = timeout
+        # A dead node drops SYNs silently: without a short connect timeout every call to its
+        # agent would hold a promotion (and so the failover) for the whole `timeout`.
+        self._connect_timeout = min(connect_timeout, timeout)
         self._session: Any = None
 
     def __repr__(self) -> str:  # never show the token
@@ -232,7 +236,8 @@ class AgentClient:
                 ssl_ctx = ssl.create_default_context(cafile=self._ca)
             self._session = aiohttp.ClientSession(
                 headers=self._headers,
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
+                timeout=aiohttp.ClientTimeout(
+                    total=self._timeout, sock_connect=self._connect_timeout),
                 connector=aiohttp.TCPConnector(ssl=ssl_ctx if ssl_ctx else None),
             )
         return self._session

@@ -52,7 +52,10 @@ class Roles:
                                    "another scheduler is active")
             # Before anything is adopted or sent: an agent that holds our epoch refuses our
             # cut-off predecessor from now on, not only once we first send it an order.
-            refused = await self.dispatcher.push_epoch_all()
+            # Only the agents that answered the probe: a dead node's agent would hold the
+            # failover for a timeout at each step. The collect loop tells and adopts it later.
+            up = self.dispatcher.answering()
+            refused = await self.dispatcher.push_epoch_all(up)
             if refused:
                 agent, e = refused[0]
                 log.error("SUPERSEDED: agent %s refused our epoch %d (%s); staying standby",
@@ -61,7 +64,7 @@ class Roles:
                                    "another scheduler is active")
             self._set_role("active")
             now = _now()
-            latest, self._unadopted = await self.dispatcher.adopt(now)
+            latest, self._unadopted = await self.dispatcher.adopt(now, up)
             self._activated_at = now
             await self._catch_up(latest, now)
             self._tasks = [asyncio.create_task(self._plan_loop()),
