@@ -34,7 +34,7 @@ test-ocf: venv
 
 test-lab: venv
 	if [ -d tests/cluster ] && ls tests/cluster/test_*.py >/dev/null 2>&1; then \
-	  $(PYTEST) -ra -p no:cacheprovider tests/cluster; fi
+	  $(PYTEST) -rfEsP -p no:cacheprovider tests/cluster; fi
 
 lint: venv
 	$(VENV)/bin/ruff check scheduler resource-agents tests bench
