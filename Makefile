@@ -19,7 +19,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 ## test: the whole suite — unit, integration (real daemons on loopback), ocf (a real
 ## single-node Pacemaker, root) and lab (the two-node container cluster, root).
 test: venv lint
-	$(PYTEST) -ra -p no:cacheprovider tests/unit tests/integration
+	$(PYTEST) -ra -p no:cacheprovider tests/unit tests/static tests/integration
 	$(PYTEST) -ra -p no:cacheprovider tests/ocf
 	$(MAKE) test-lab
 
