@@ -13,9 +13,9 @@ from scheduler.cli.output import (
     duration,
     json_option,
     print_json,
-    print_record,
     print_table,
     short_time,
+    show_record,
 )
 
 OPEN_STATES = ("scheduled", "dispatched", "running")
@@ -74,10 +74,7 @@ def show_job(client: Client, name: str, as_json: bool) -> None:
     Example: hasched jobs show nightly-backup
     """
     job = client.get_json(f"/v1/jobs/{quote(name)}")
-    if as_json:
-        print_json(job)
-    else:
-        print_record(job, JOB_ORDER)
+    show_record(job, JOB_ORDER, as_json)
 
 
 @jobs.command("run")

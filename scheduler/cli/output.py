@@ -44,6 +44,14 @@ def print_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column],
         click.echo("  ".join(text.ljust(w) for text, w in zip(line, widths, strict=True)).rstrip())
 
 
+def show_record(record: dict[str, Any], order: Sequence[str], as_json: bool) -> None:
+    """One object for a script (`--json`) or for a person (`key: value` lines)."""
+    if as_json:
+        print_json(record)
+    else:
+        print_record(record, order)
+
+
 def print_record(record: dict[str, Any], order: Sequence[str] = ()) -> None:
     """One object as `key: value` lines, the keys in `order` first, the rest sorted."""
     keys = [k for k in order if k in record] + sorted(k for k in record if k not in order)

@@ -12,9 +12,9 @@ from scheduler.cli.client import Client, CliError, client_options, quote
 from scheduler.cli.output import (
     json_option,
     print_json,
-    print_record,
     print_table,
     short_time,
+    show_record,
 )
 
 RUN_ORDER = ("run_id", "attempt", "job", "state", "reason", "exit_code", "agent", "epoch",
@@ -120,10 +120,7 @@ def show_run(client: Client, run_id: str, as_json: bool) -> None:
     Example: hasched runs show 'nightly-backup@2026-12-01T01:30:00Z'
     """
     run = client.get_json(f"/v1/runs/{quote(_resolve(client, run_id))}")
-    if as_json:
-        print_json(run)
-    else:
-        print_record(run, RUN_ORDER)
+    show_record(run, RUN_ORDER, as_json)
 
 
 @runs.command("logs")

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from scheduler.cli.client import Client, client_options
-from scheduler.cli.output import json_option, print_json, print_record
+from scheduler.cli.output import json_option, show_record
 
 HEALTH_ORDER = ("url", "role", "epoch", "version", "state_store", "jobs", "jobs_paused",
                 "runs_running", "runs_failed_24h")
@@ -42,7 +42,4 @@ def status(client: Client, as_json: bool) -> None:
     answer.update(client.get_json("/health", auth=False))
     if client.settings.token:
         answer.update(_counts(client))
-    if as_json:
-        print_json(answer)
-    else:
-        print_record(answer, HEALTH_ORDER)
+    show_record(answer, HEALTH_ORDER, as_json)
