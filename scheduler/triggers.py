@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -173,9 +174,12 @@ def _aware(t: datetime) -> datetime:
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
-class _Trigger:
-    def next_after(self, t: datetime) -> datetime | None:  # pragma: no cover - interface
-        raise NotImplementedError
+class _Trigger(ABC):
+    """What every trigger answers; `fires_between` is derived from `next_after`."""
+
+    @abstractmethod
+    def next_after(self, t: datetime) -> datetime | None:
+        """The first fire strictly after t (aware; answered in UTC), None if it never fires."""
 
     def fires_between(self, start: datetime, end: datetime) -> Iterator[datetime]:
         """Fire instants with start < fire <= end, in order, computed lazily."""
