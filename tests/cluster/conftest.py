@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
 import urllib.request
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,9 +22,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests.lab` from the repo root
 
-from tests.lab import lab  # noqa: E402
+from tests.lab import lab, power  # noqa: E402
 from tests.lab.bmc import join_netns  # noqa: E402
-from tests.lab.config import CLIENT_NS, INVENTORY_DIR, REPO_ROOT, VIP  # noqa: E402
+from tests.lab.config import CLIENT_NS, INVENTORY_DIR, REPO_ROOT, STATE_DIR, VIP, node  # noqa: E402
 from tests.lab.inventory import SSH_CONFIG  # noqa: E402
 
 # The venv running pytest (wherever the checkout and its venv are), not a fixed path.
@@ -96,3 +98,65 @@ def hosts(cluster):
 
     return {n: testinfra.get_host(f"ssh://{n}", ssh_config=str(SSH_CONFIG))
             for n in ("node1", "node2", "node3")}
+
+
+def both_online() -> bool:
+    res = ssh("node1", "pcs", "status", "nodes", check=False)
+    return res.returncode == 0 and bool(re.search(r"Online: node1 node2\s*$", res.stdout, re.M))
+
+
+def done_with(victim: str, survivor: str) -> bool:
+    """The survivor's cluster has finished with a node that went away: it shows it offline and
+    clean, no fencing of it is pending and the DC is idle.
+
+    Until then the survivor may still fence the victim on its own (for the membership loss that
+    follows a `pcs stonith fence`, say), and a node powered on too early is powered off again.
+    """
+    res = ssh(survivor, "crm_mon", "-1", "--output-as=xml", "--include=nodes,fencing-pending",
+              check=False)
+    if res.returncode != 0:
+        return False
+    root = ET.fromstring(res.stdout)
+    gone = root.find(f"nodes/node[@name='{victim}']")
+    if gone is None or gone.get("online") != "false" or gone.get("unclean") != "false":
+        return False
+    if root.find("fence_history/fence_event[@status='pending']") is not None:
+        return False
+    dc = ssh(survivor, "crmadmin -q -S $(crmadmin -q -D 2>&1) 2>&1", check=False)  # one shell line
+    return dc.stdout.strip() == "S_IDLE"
+
+
+def power_back_on(victim: str, survivor: str) -> None:
+    """Power a crashed or fenced node on, as an admin would: once the cluster is done with it."""
+    if not power.is_on(node(victim)):
+        wait_for(f"{survivor} to be done with {victim}", lambda: done_with(victim, survivor), 120)
+        lab.poweron(node(victim))
+    wait_for(f"{victim} to rejoin", both_online, 240, every=3)
+
+
+def _lab_report() -> str:
+    """What a failed lab test needs to be understood from CI's output alone."""
+    lines = [lab.status()]
+    for name in ("node1", "node2"):  # the view of the first node that answers
+        res = ssh(name, "crm_mon -1 -r; stonith_admin --history '*' --verbose | tail -8",
+                  check=False) if power.is_on(node(name)) else None
+        if res is not None and res.returncode == 0:
+            lines += [f"--- {name}: crm_mon, fencing history", res.stdout.strip()]
+            break
+    for name in ("node1", "node2", "node3"):
+        console = STATE_DIR / "nodes" / name / "console.log"
+        if console.exists():
+            tail = console.read_text(errors="replace").splitlines()[-4:]
+            lines += [f"--- {name}: console.log (last lines)", *tail]
+    return "\n".join(lines)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if report.failed and call.when == "call" and "cluster" in item.fixturenames:
+        try:
+            report.sections.append(("lab state at the failure", _lab_report()))
+        except Exception as exc:  # a report must never hide the failure it reports
+            report.sections.append(("lab state at the failure", f"unavailable: {exc}"))
+    return report

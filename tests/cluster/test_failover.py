@@ -11,14 +11,9 @@ import pytest
 from tests.lab import lab, power
 from tests.lab.config import node
 
-from .conftest import health, playbook, ssh, wait_for
+from .conftest import health, playbook, power_back_on, ssh, wait_for
 
 pytestmark = pytest.mark.lab
-
-
-def both_online() -> bool:
-    res = ssh("node1", "pcs", "status", "nodes", check=False)
-    return res.returncode == 0 and re.search(r"Online: node1 node2\s*$", res.stdout, re.M)
 
 
 def holder() -> str | None:
@@ -40,8 +35,7 @@ def started_on(name: str) -> bool:
 def test_fence_node2_through_its_bmc(cluster):
     ssh("node1", "pcs", "stonith", "fence", "node2", "--off")
     wait_for("node2 to be powered off by its BMC", lambda: not power.is_on(node("node2")), 120)
-    lab.poweron(node("node2"))
-    wait_for("node2 to rejoin", both_online, 240, every=3)
+    power_back_on("node2", "node1")
 
 
 def _crash_and_measure(victim: str, survivor: str) -> float:
@@ -67,8 +61,7 @@ def test_failover_and_failback_on(cluster):
     _set_failback(True)
     wait_for("the scheduler on node1, the preferred node", lambda: started_on("node1"), 180)
     _crash_and_measure("node1", "node2")
-    lab.poweron(node("node1"))  # no-op when the fencing reboot already powered it on
-    wait_for("node1 to rejoin", both_online, 240, every=3)
+    power_back_on("node1", "node2")
     wait_for("the scheduler to fail back to node1", lambda: started_on("node1"), 180)
 
 
@@ -76,8 +69,7 @@ def test_failover_and_failback_off(cluster):
     _set_failback(False)
     wait_for("the scheduler on node1", lambda: started_on("node1"), 60)
     _crash_and_measure("node1", "node2")
-    lab.poweron(node("node1"))
-    wait_for("node1 to rejoin", both_online, 240, every=3)
+    power_back_on("node1", "node2")
     time.sleep(20)  # give the cluster a chance to (wrongly) move it back
     assert holder() == "node2", "the scheduler failed back although hasched_failback is false"
     assert started_on("node2")

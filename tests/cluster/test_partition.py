@@ -18,8 +18,8 @@ import pytest
 from tests.lab import lab, power
 from tests.lab.config import node
 
-from .conftest import API, health, ssh, wait_for
-from .test_failover import both_online, started_on
+from .conftest import API, both_online, health, power_back_on, ssh, wait_for
+from .test_failover import started_on
 from .test_promise import AGENT_URL, _get, _install_job, _post, _secret
 
 pytestmark = pytest.mark.lab
@@ -75,7 +75,6 @@ def test_partition_fences_one_side_and_the_loser_epoch_is_refused(cluster):
     finally:
         lab.heal()
         _install_job(False, ("node1",), job=PROBE)
-    lab.poweron(node("node2"))
-    wait_for("node2 to rejoin", both_online, 240, every=3)
+    power_back_on("node2", "node1")
     _install_job(False, ("node2",), job=PROBE)
     assert started_on("node1"), "the scheduler moved when node2 rejoined"

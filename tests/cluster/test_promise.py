@@ -24,8 +24,8 @@ from tests.lab import lab
 from tests.lab.config import STATE_DIR, node
 from tests.lab.inventory import SSH_CONFIG
 
-from .conftest import API, ssh, wait_for
-from .test_failover import both_online, holder, started_on
+from .conftest import API, power_back_on, ssh, wait_for
+from .test_failover import holder, started_on
 
 pytestmark = pytest.mark.lab
 
@@ -162,6 +162,5 @@ def test_crash_loses_no_fire_and_runs_none_twice(cluster):
               "each once, none missing")
     finally:
         _install_job(False, (survivor,))
-        lab.poweron(node(victim))  # no-op if already on
-        wait_for(f"{victim} to rejoin", both_online, 240, every=3)
+        power_back_on(victim, survivor)
         _install_job(False, (victim,))

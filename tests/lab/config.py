@@ -36,6 +36,10 @@ CHROOT_PACKAGES = [
 ]
 
 
+class LabError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
 @dataclass(frozen=True)
 class Node:
     name: str

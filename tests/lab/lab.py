@@ -11,17 +11,13 @@ import time
 from pathlib import Path
 
 from . import inventory, net, nodes, power, rootfs, secrets, state
-from .config import CLIENT_NS, NODES, REPO_ROOT, STATE_DIR, WHEELHOUSE, Node
+from .config import CLIENT_NS, NODES, REPO_ROOT, STATE_DIR, WHEELHOUSE, LabError, Node
 
 REQUIRED = ["debootstrap", "systemd-nspawn", "ip", "tc", "ssh", "ssh-keygen", "nsenter", "mount"]
 
 
 def log(msg: str) -> None:
     print(f"lab: {msg}", file=sys.stderr, flush=True)
-
-
-class LabError(Exception):
-    """A problem the user can fix; printed as one line."""
 
 
 def preflight() -> None:

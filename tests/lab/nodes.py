@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 from . import state
-from .config import NODES, STATE_DIR, Node
+from .config import NODES, STATE_DIR, LabError, Node
 from .net import sh
 
 
@@ -95,13 +95,26 @@ def boot(n: Node) -> int:
     """Start the node's systemd in its own session (it must outlive whoever started it)."""
     if (pid := leader_pid(n)) is not None:
         return pid
-    log = open(node_dir(n) / "console.log", "ab")  # noqa: SIM115 - handed to the child
+    console = node_dir(n) / "console.log"
+    log = open(console, "ab")  # noqa: SIM115 - handed to the child
+    said_before = log.tell()
     proc = subprocess.Popen(
         ["systemd-nspawn", "-D", str(root_of(n)), "-b", "-M", n.name, "--register=no",
          "--keep-unit", "--capability=CAP_NET_ADMIN",
          f"--network-namespace-path=/run/netns/{n.netns}"],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     log.close()
+    try:
+        # nspawn refuses at once what it cannot do (e.g. from a mount namespace without
+        # /sys/fs/cgroup, as under `ip netns exec`): say so instead of leaving a node "off".
+        code = proc.wait(timeout=1.5)
+    except subprocess.TimeoutExpired:
+        pass
+    else:
+        with open(console, "rb") as fh:
+            fh.seek(said_before)
+            said = " ".join(fh.read().decode(errors="replace").split())
+        raise LabError(f"{n.name}: systemd-nspawn exited at once ({code}): {said or 'no output'}")
     # A long-lived caller (the BMC) must reap it; a short one exits and leaves it to init.
     threading.Thread(target=proc.wait, daemon=True).start()
     state.set_pid(n.name, proc.pid)
