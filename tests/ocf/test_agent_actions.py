@@ -211,3 +211,41 @@ def test_start_fails_with_reason_and_leaves_nothing_when_the_daemon_dies(agent, 
     reasons = [ln for ln in done.stderr.splitlines() if ln.startswith("ocf-exit-reason:")]
     assert len(reasons) == 1 and "exited with status" in reasons[0], done.stderr
     assert not daemons_of(setup.config) and not setup.pidfile.exists()
+
+
+@pytest.fixture
+def service_user():
+    """A system user for the daemon, made for this test and removed after it."""
+    name = "hasched-ocf-test"
+    made = subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                           "/usr/sbin/nologin", name], capture_output=True, text=True)
+    assert made.returncode in (0, 9), made.stderr  # 9: it exists (left by an aborted run)
+    yield name
+    subprocess.run(["userdel", name], capture_output=True)
+
+
+def test_user_parameter_runs_the_daemon_as_that_user(agent, setup, service_user) -> None:
+    """user=: the daemon runs as that user, and root still drives it through the control socket
+    (the socket admits root and the daemon's own uid)."""
+    import pwd
+    import shutil
+
+    uid = pwd.getpwnam(service_user).pw_uid
+    setup.root.chmod(0o755)  # mkdtemp made it 0700: the user must reach its config and dirs
+    for path in ("state", "run", "jobs", "api-tokens"):
+        shutil.chown(setup.root / path, user=service_user)
+    env = setup.env({**setup.params(), "user": service_user}, timeout="60000")
+    try:
+        started = run_agent(agent, "start", env)
+        assert started.returncode == 0, started.stderr
+        daemons = daemons_of(setup.config)
+        assert [p.uids().real for p in daemons] == [uid], \
+            f"daemon uids {[p.uids().real for p in daemons]}, expected [{uid}]"
+        for level in ("0", "10", "20"):
+            probe = run_agent(agent, "monitor", {**env, "OCF_CHECK_LEVEL": level,
+                                                 "OCF_RESKEY_CRM_meta_interval": "10000"})
+            assert probe.returncode == 0, f"monitor depth {level}: {probe.stderr}"
+    finally:
+        stopped = run_agent(agent, "stop", env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not daemons_of(setup.config)
