@@ -55,7 +55,7 @@ def measure(phase: str, directory: str) -> dict:
         for path in sorted(Path(directory).glob("*.toml")):
             parser.loads(path.read_text())
     else:
-        from scheduler.jobs import load_jobs_dir
+        from scheduler.jobfiles import load_jobs_dir
         from scheduler.planner import FirePlan
 
         agents = {f"agent{i}" for i in range(10)}

@@ -8,7 +8,8 @@ from typing import Any
 
 from scheduler.calendars import load_calendars
 from scheduler.config import SchedulerConfig
-from scheduler.jobs import job_to_dict, load_jobs_dir
+from scheduler.jobfiles import load_jobs_dir
+from scheduler.jobs import job_to_dict
 from scheduler.ledger import Change, Ledger, utc_iso
 from scheduler.tomlsrc import SourceError
 

@@ -149,7 +149,7 @@ def validate_jobs(path: Path, config_file: Path | None) -> None:
 
     Example: hasched jobs validate /etc/hasched/jobs --config /etc/hasched/scheduler.toml
     """
-    from scheduler.jobs import validate_path
+    from scheduler.jobfiles import validate_path
 
     if not path.exists():
         raise CliError(f"{path}: no such file or directory")
@@ -165,7 +165,7 @@ def validate_jobs(path: Path, config_file: Path | None) -> None:
 
 def _count_jobs(path: Path, names: dict[str, Any]) -> int:
     # A file may define several [job.NAME] tables.
-    from scheduler.jobs import load_job_file, load_jobs_dir
+    from scheduler.jobfiles import load_job_file, load_jobs_dir
 
     if path.is_dir():
         return len(load_jobs_dir(path, **names)[0])

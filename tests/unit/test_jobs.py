@@ -5,16 +5,9 @@ from pathlib import Path
 import pytest
 
 from scheduler.calendars import Calendar
-from scheduler.jobs import (
-    FIELDS,
-    Job,
-    Misfire,
-    Retries,
-    job_to_dict,
-    load_job_file,
-    load_jobs_dir,
-    validate_path,
-)
+from scheduler.jobfiles import load_job_file, load_jobs_dir, validate_path
+from scheduler.jobs import Job, Misfire, Retries, job_to_dict
+from scheduler.jobtable import FIELDS
 from scheduler.triggers import CronTrigger
 
 pytestmark = pytest.mark.unit
