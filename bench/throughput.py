@@ -25,10 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -81,6 +84,40 @@ class LocalAgent:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
+@dataclass
+class CpuSample:
+    """CPU seconds used so far: this process (the scheduler side), the agents, their launchers
+    (which fork the supervisors) and the whole machine (busy time of every core)."""
+
+    scheduler: float
+    agents: float
+    launchers: float
+    machine: float
+
+    @staticmethod
+    def take(agents: list[LocalAgent]) -> CpuSample:
+        def cpu(p: psutil.Process) -> float:
+            try:
+                t = p.cpu_times()
+            except psutil.Error:
+                return 0.0
+            return t.user + t.system
+
+        procs = [psutil.Process(a.proc.pid) for a in agents]
+        launchers = [c for p in procs for c in p.children()]
+        m = psutil.cpu_times()
+        return CpuSample(time.process_time(), sum(map(cpu, procs)), sum(map(cpu, launchers)),
+                         m.user + m.nice + m.system + m.irq + m.softirq)
+
+    def per_run_ms(self, later: CpuSample, n: int) -> str:
+        s, a, lch = (later.scheduler - self.scheduler, later.agents - self.agents,
+                     later.launchers - self.launchers)
+        rest = later.machine - self.machine - s - a - lch
+        return (f"scheduler {s / n * 1e3:.2f}, agents {a / n * 1e3:.2f}, launchers "
+                f"{lch / n * 1e3:.2f}, rest of the machine {rest / n * 1e3:.2f} (supervisors, "
+                f"jobs, other users)")
+
+
 def baseline(path: Path, n: int, batch: int) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
@@ -129,6 +166,8 @@ async def end_to_end(root: Path, agents: list[LocalAgent], n: int, batch: int,
                       None, lambda: 1, lambda agent, e: print(f"stale epoch from {agent}: {e}"),
                       final)
     base = 1_700_000_000  # the same run ids in both passes: the second one meets agents' dedup
+    t_create = t_dispatch = 0.0
+    cpu0 = CpuSample.take(agents)
     t0 = time.perf_counter()
     for start in range(0, n, batch):
         rows = []
@@ -136,15 +175,21 @@ async def end_to_end(root: Path, agents: list[LocalAgent], n: int, batch: int,
             nominal = nominal_iso(datetime.fromtimestamp(base + i, UTC))
             rows.append({"run_id": f"bench@{nominal}", "attempt": 1, "job": "bench",
                          "nominal": nominal, "manual": 0, "agent": disp.pick_agent(job)})
+        t1 = time.perf_counter()
         await writer.write([Change("create", r["run_id"], 1, "bench",
                                    {"nominal": r["nominal"], "agent": r["agent"]})
                             for r in rows])
+        t2 = time.perf_counter()
         ok = await asyncio.gather(*(disp.dispatch(r, job) for r in rows))
+        t_create, t_dispatch = t_create + t2 - t1, t_dispatch + time.perf_counter() - t2
         if not all(ok):
             print(f"  {ok.count(False)} dispatch(es) failed")
     elapsed = time.perf_counter() - t0
+    cpu1 = CpuSample.take(agents)
     counts = ledger.counts()
-    print(f"  ledger after the end-to-end run: {counts}")
+    print(f"  {db}: ledger after the pass: {counts}; {elapsed * 1e3:.0f} ms = creates "
+          f"{t_create * 1e3:.0f} ms + dispatches {t_dispatch * 1e3:.0f} ms + planning")
+    print(f"  {db}: CPU ms per run: {cpu0.per_run_ms(cpu1, n)}")
     for c in clients.values():
         await c.close()
     ledger.close()

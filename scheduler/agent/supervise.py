@@ -17,19 +17,24 @@ the agent's code (nor hold its sockets, database or token).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pwd
 import selectors
 import signal
 import socket
-import subprocess
 import sys
 import time
 import traceback
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
+
+# Not `subprocess`: it imports `threading`, whose at-fork hook alone made every fork of the
+# launcher touch (and so copy) some 130 more pages; a run's supervisor starts its job with
+# posix_spawn instead (vfork and exec, no Python in between). Imported only to run a job as
+# another user, which posix_spawn cannot do. Paths are plain strings for the same reason:
+# pathlib made a forked supervisor copy some 150 more pages than os.path does.
 
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DRAIN_AFTER_EXIT = 2.0  # seconds to keep reading pipes held open by the job's leftovers
@@ -43,15 +48,15 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     """tmp + fsync + rename + fsync(dir): the file is either absent or complete, and durable."""
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(data, f)
         f.flush()
         os.fsync(f.fileno())
     os.rename(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
+    dfd = os.open(os.path.dirname(path), os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
@@ -63,7 +68,7 @@ class Sink:
     first byte: most runs write nothing to one stream or both, and on a busy ext4 each inode
     allocated costs more than the rest of a short run (a missing file reads as empty)."""
 
-    def __init__(self, path: Path, limit: int):
+    def __init__(self, path: str, limit: int):
         self.path = path
         self.file: Any = None
         self.limit = limit
@@ -107,6 +112,68 @@ def job_env(spec: dict[str, Any], account: pwd.struct_passwd) -> dict[str, str]:
     return env
 
 
+_kept: list[Any] = []
+
+
+def find_executable(name: str, env: dict[str, str]) -> str:
+    """The file to execute for argv[0], searched in the job's PATH as execvpe would (Popen
+    does the same). Raises OSError as exec would: ENOENT, or EACCES when only files that
+    cannot be executed were found."""
+    if "/" in name:
+        return name
+    denied = False
+    for d in os.get_exec_path(env):
+        path = os.path.join(d, name)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+        denied = denied or os.path.exists(path)
+    if denied:
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+
+
+def start_job(command: list[str], cwd: str, env: dict[str, str],
+              account: pwd.struct_passwd) -> tuple[int, int, int]:
+    """(pid, stdout fd, stderr fd) of the job, started in a session of its own with stdin from
+    /dev/null. Raises OSError when it cannot be started (cwd or executable)."""
+    if account.pw_uid != os.getuid():
+        import subprocess  # noqa: PLC0415 - see the note at the imports
+
+        child = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=cwd, env=env, start_new_session=True, user=account.pw_uid,
+            group=account.pw_gid, extra_groups=os.getgrouplist(account.pw_name, account.pw_gid))
+        assert child.stdout is not None and child.stderr is not None
+        fds = os.dup(child.stdout.fileno()), os.dup(child.stderr.fileno())
+        child.stdout.close()
+        child.stderr.close()
+        _kept.append(child)  # never collected: its __del__ could reap the job behind our back
+        return child.pid, *fds
+    # posix_spawn has no chdir action: the supervisor moves there itself (it uses absolute
+    # paths only). Every fd it holds beyond 0-2 is close-on-exec (see supervise()). One
+    # difference with Popen: glibc's posix_spawn leaves its two internal signals (32 and 33)
+    # ignored in the job, as in any program it spawns.
+    os.chdir(cwd)
+    executable = find_executable(command[0], env)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        pid = os.posix_spawn(
+            executable, command, env, setsid=True, setsigmask=(),
+            # Python ignores SIGPIPE and SIGXFSZ; an ignored signal would stay so in the job.
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+            file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                          (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)])
+    except BaseException:
+        os.close(out_r)
+        os.close(err_r)
+        raise
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    return pid, out_r, err_r
+
+
 def default_cwd(account: pwd.struct_passwd) -> str:
     # Service accounts often have a home that does not exist (nobody: /nonexistent).
     return account.pw_dir if account.pw_dir and os.path.isdir(account.pw_dir) else "/"
@@ -130,14 +197,17 @@ def resolve_user(name: str | None) -> tuple[pwd.struct_passwd, str | None]:
 
 
 class Supervisor:
-    def __init__(self, rundir: Path, spec: dict[str, Any] | None = None):
-        self.rundir = rundir
-        self.spec = spec if spec is not None else json.loads((rundir / "spec.json").read_text())
+    def __init__(self, rundir: str, spec: dict[str, Any] | None = None):
+        self.rundir = os.path.abspath(rundir)  # the job's start moves us to its cwd
+        if spec is None:
+            with open(os.path.join(rundir, "spec.json")) as f:
+                spec = json.load(f)
+        self.spec: dict[str, Any] = spec
         self.cancelled = False
         self.timed_out = False
         self.term_sent_at: float | None = None
         self.killed = False
-        self.child: subprocess.Popen[bytes] | None = None
+        self.child: int | None = None  # the job's pid
         self.started_at = now_iso()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
@@ -160,16 +230,16 @@ class Supervisor:
             "cancelled": self.cancelled and not self.timed_out and (
                 self.child is None or self.term_sent_at is not None), "error": None,
             "started_at": self.started_at, "finished_at": now_iso(),
-            "pid": self.child.pid if self.child else None,
+            "pid": self.child,
             "stdout_bytes": 0, "stderr_bytes": 0, "truncated": False,
         }
         result.update(fields)
-        write_json_atomic(self.rundir / "result.json", result)
+        write_json_atomic(os.path.join(self.rundir, "result.json"), result)
 
     def _signal_group(self, sig: int) -> None:
         assert self.child is not None
         try:
-            os.killpg(self.child.pid, sig)
+            os.killpg(self.child, sig)
         except (ProcessLookupError, PermissionError):
             pass
 
@@ -181,23 +251,15 @@ class Supervisor:
         if self.cancelled:  # cancelled before anything started
             self._finish()
             return
-        kwargs: dict[str, Any] = {}
-        if account.pw_uid != os.getuid():
-            kwargs = dict(
-                user=account.pw_uid, group=account.pw_gid,
-                extra_groups=os.getgrouplist(account.pw_name, account.pw_gid),
-            )
         limit = int(self.spec["output_limit"])
         sinks = {
-            "stdout": Sink(self.rundir / "stdout", limit),
-            "stderr": Sink(self.rundir / "stderr", limit),
+            "stdout": Sink(os.path.join(self.rundir, "stdout"), limit),
+            "stderr": Sink(os.path.join(self.rundir, "stderr"), limit),
         }
         try:
-            self.child = subprocess.Popen(
-                self.spec["command"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, cwd=self.spec.get("cwd") or default_cwd(account),
-                env=job_env(self.spec, account), start_new_session=True, **kwargs,
-            )
+            self.child, out_fd, err_fd = start_job(
+                self.spec["command"], self.spec.get("cwd") or default_cwd(account),
+                job_env(self.spec, account), account)
         except OSError as e:
             for s in sinks.values():
                 s.close()
@@ -206,10 +268,10 @@ class Supervisor:
             return
         # Not fsynced: a job pid means nothing after a power cut. Rewritten in place (a reader
         # may meet a partial file and tries again later), which costs no new inode.
-        with open(self.rundir / CLAIM, "w") as f:
-            json.dump({"pid": self.child.pid, "started_at": self.started_at,
+        with open(os.path.join(self.rundir, CLAIM), "w") as f:
+            json.dump({"pid": self.child, "started_at": self.started_at,
                        "supervisor_pid": os.getpid()}, f)
-        status = self._pump(sinks)
+        status = self._pump({out_fd: sinks["stdout"], err_fd: sinks["stderr"]})
         for s in sinks.values():
             s.close()
         fields: dict[str, Any] = {
@@ -222,12 +284,12 @@ class Supervisor:
             fields["exit_code"] = os.WEXITSTATUS(status)
         self._finish(**fields)
 
-    def _pump(self, sinks: dict[str, Sink]) -> int:
+    def _pump(self, pipes: dict[int, Sink]) -> int:
         """Copy output until the job has exited and its pipes are drained; return wait status."""
-        assert self.child is not None and self.child.stdout and self.child.stderr
+        assert self.child is not None
         sel = selectors.DefaultSelector()
-        sel.register(self.child.stdout, selectors.EVENT_READ, sinks["stdout"])
-        sel.register(self.child.stderr, selectors.EVENT_READ, sinks["stderr"])
+        for fd, sink in pipes.items():
+            sel.register(fd, selectors.EVENT_READ, sink)
         sel.register(self.wake_r, selectors.EVENT_READ, None)
         timeout = self.spec.get("timeout")
         grace = float(self.spec["kill_grace"])
@@ -245,10 +307,11 @@ class Supervisor:
                     key.data.write(data)
                 else:
                     sel.unregister(key.fileobj)
+                    os.close(key.fd)
                     open_pipes -= 1
             now = time.monotonic()
             if status is None:
-                pid, st = os.waitpid(self.child.pid, os.WNOHANG)
+                pid, st = os.waitpid(self.child, os.WNOHANG)
                 if pid:
                     status = st
                     drain_until = now + DRAIN_AFTER_EXIT
@@ -266,12 +329,12 @@ class Supervisor:
         return status
 
 
-def claim(rundir: Path) -> bool:
+def claim(rundir: str) -> bool:
     """Become THE supervisor of this run, or learn that another one already is: should a spawn
     be retried after the launcher died mid-request, two supervisors may start; one runs it.
     started.json names the supervisor from then on, and the job's pid once it is started."""
     try:
-        fd = os.open(rundir / CLAIM, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(os.path.join(rundir, CLAIM), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         return False
     try:
@@ -281,7 +344,10 @@ def claim(rundir: Path) -> bool:
     return True
 
 
-def supervise(rundir: Path, spec: dict[str, Any] | None = None) -> int:
+def supervise(rundir: str, spec: dict[str, Any] | None = None) -> int:
+    # Nothing of whoever started us reaches the job: Popen closed every fd beyond 0-2 in it,
+    # posix_spawn does not (ours are close-on-exec; an inherited one need not be).
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     if not claim(rundir):
         print(f"{rundir}: another supervisor has claimed this run; leaving it", file=sys.stderr)
         return 0
@@ -289,7 +355,7 @@ def supervise(rundir: Path, spec: dict[str, Any] | None = None) -> int:
     return 0
 
 
-def forked_supervisor(rundir: Path, spec: str) -> None:
+def forked_supervisor(rundir: str, spec: str) -> None:
     """The launcher's child: becomes a run's supervisor and never returns. Its stderr stays
     the launcher's, which is the agent's: a traceback lands in the agent's log."""
     code = 1
@@ -300,7 +366,10 @@ def forked_supervisor(rundir: Path, spec: str) -> None:
         os.dup2(null, 0)
         os.close(null)
         os.chdir("/")
-        rundir.mkdir(mode=0o700, exist_ok=True)
+        try:
+            os.mkdir(rundir, 0o700)
+        except FileExistsError:
+            pass
         code = supervise(rundir, json.loads(spec) if spec else None)  # "": in spec.json
     except BaseException:
         traceback.print_exc()
@@ -346,7 +415,7 @@ def serve_launches(fd: int) -> int:
         else:
             if pid == 0:
                 sock.close()
-                forked_supervisor(Path(rundir), spec)
+                forked_supervisor(rundir, spec)
             answer = f"{tag}\n{pid} {start_ticks(pid)}"
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         try:
@@ -362,7 +431,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m scheduler.agent.supervise RUNDIR | --launcher FD DIR",
               file=sys.stderr)
         return 2
-    return supervise(Path(argv[0]))
+    return supervise(argv[0])
 
 
 if __name__ == "__main__":
