@@ -18,7 +18,7 @@ CLUSTER = ("node1", "node2")
 
 
 def _daemon_pids() -> dict[str, str]:
-    return {n: ssh(n, "pgrep", "-o", "-f", "hasched scheduler run").stdout.strip()
+    return {n: ssh(n, "pgrep -o -f 'hasched scheduler run'")  # one shell line.stdout.strip()
             for n in CLUSTER}
 
 
