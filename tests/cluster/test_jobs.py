@@ -18,8 +18,8 @@ CLUSTER = ("node1", "node2")
 
 
 def _daemon_pids() -> dict[str, str]:
-    return {n: ssh(n, "pgrep -o -f 'hasched scheduler run'")  # one shell line.stdout.strip()
-            for n in CLUSTER}
+    # One remote shell line: ssh joins its arguments, so the pattern needs its own quotes.
+    return {n: ssh(n, "pgrep -o -f 'hasched scheduler run'").stdout.strip() for n in CLUSTER}
 
 
 def _job_counts() -> dict[str, int]:
