@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -115,7 +115,11 @@ class DispatchOrder:
     start_at: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict, which deep-copies value by value (~15 us, on both sides of
+        # every dispatch, against ~1 us). Only the list and the dict are mutable.
+        body = {name: getattr(self, name) for name in _ORDER_FIELDS}
+        body["command"], body["env"] = list(self.command), dict(self.env)
+        return body
 
     @classmethod
     def from_json(cls, body: Any) -> DispatchOrder:
@@ -174,6 +178,9 @@ class DispatchOrder:
                                     ) from None
         return cls(run_id, job, attempt, epoch, list(command), dict(env), cwd, user, timeout,
                    start_at)
+
+
+_ORDER_FIELDS = tuple(f.name for f in fields(DispatchOrder))
 
 
 def parse_epoch_body(body: Any) -> int:

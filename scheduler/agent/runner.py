@@ -172,8 +172,9 @@ class Runner:
             rec.started_at, rec.start_at = started["started_at"], None
         self._write(self.store.update(rec.run_id, rec.attempt, sup_pid=pid, sup_ctime=t.ctime,
                                       **started))
-        log.info("run %s attempt %d started: %s", rec.run_id, rec.attempt,
-                 " ".join(order.command)[:200])
+        if log.isEnabledFor(logging.INFO):  # the command is joined only to be logged
+            log.info("run %s attempt %d started: %s", rec.run_id, rec.attempt,
+                     " ".join(order.command)[:200])
         if t.cancel_asked:
             self._signal(t)
 
@@ -218,8 +219,9 @@ class Runner:
 
     # -- watching -----------------------------------------------------------------------------
     def _read_result(self, rec: RunRecord) -> dict[str, Any] | None:
-        try:
-            return json.loads((Path(rec.rundir) / "result.json").read_text())
+        try:  # os.path and open: pathlib cost more than the read, for every run at every poll
+            with open(os.path.join(rec.rundir, "result.json"), "rb") as f:
+                return json.loads(f.read())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as e:
@@ -256,8 +258,6 @@ class Runner:
                     t.popen.wait()  # it exits right after writing result.json; reap it
                 self._finish(rec, result)
                 continue
-            if rec.pid is None:
-                self._note_job_pid(t)
             gone = t.popen.poll() is not None if t.popen else not process_alive(t.pid, t.ctime)
             if gone:
                 result = self._read_result(rec)  # it may have finished in between
@@ -271,7 +271,8 @@ class Runner:
 
     def _note_job_pid(self, t: Tracked) -> None:
         try:
-            started = json.loads((Path(t.record.rundir) / "started.json").read_text())
+            with open(os.path.join(t.record.rundir, CLAIM), "rb") as f:
+                started = json.loads(f.read())
         except (OSError, ValueError):
             return
         pid = started.get("pid")
@@ -341,7 +342,7 @@ class Runner:
         sizes = []
         for stream in ("stdout", "stderr"):
             try:
-                sizes.append(os.path.getsize(Path(rec.rundir) / stream))
+                sizes.append(os.path.getsize(os.path.join(rec.rundir, stream)))
             except OSError:
                 sizes.append(0)
         return sizes[0], sizes[1]
