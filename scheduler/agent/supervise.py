@@ -48,13 +48,24 @@ def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def write_file(path: str, data: bytes, sync: bool = False) -> None:
+    """Create or overwrite `path` with `data`; fsync it if asked. os.open and os.write, not
+    open(): a file object (io's classes, the text encoding) costs a forked child more pages
+    than the write itself."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        while data:
+            data = data[os.write(fd, data):]
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     """tmp + fsync + rename + fsync(dir): the file is either absent or complete, and durable."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(json.dumps(data))  # json.dump encodes in Python, piece by piece
-        f.flush()
-        os.fsync(f.fileno())
+    write_file(tmp, json.dumps(data).encode(), sync=True)
     os.rename(tmp, path)
     dfd = os.open(os.path.dirname(path), os.O_RDONLY)
     try:
@@ -198,7 +209,7 @@ def resolve_user(name: str | None) -> tuple[pwd.struct_passwd, str | None]:
 
 class Supervisor:
     def __init__(self, rundir: str, spec: dict[str, Any] | None = None):
-        self.rundir = os.path.abspath(rundir)  # the job's start moves us to its cwd
+        self.rundir = rundir  # absolute (see main()): the job's start moves us to its cwd
         if spec is None:
             with open(os.path.join(rundir, "spec.json")) as f:
                 spec = json.load(f)
@@ -268,9 +279,9 @@ class Supervisor:
             return
         # Not fsynced: a job pid means nothing after a power cut. Rewritten in place (a reader
         # may meet a partial file and tries again later), which costs no new inode.
-        with open(os.path.join(self.rundir, CLAIM), "w") as f:
-            f.write(json.dumps({"pid": self.child, "started_at": self.started_at,
-                                "supervisor_pid": os.getpid()}))
+        write_file(os.path.join(self.rundir, CLAIM), json.dumps({
+            "pid": self.child, "started_at": self.started_at,
+            "supervisor_pid": os.getpid()}).encode())
         status = self._pump({out_fd: sinks["stdout"], err_fd: sinks["stderr"]})
         for s in sinks.values():
             s.close()
@@ -377,9 +388,12 @@ def forked_supervisor(rundir: str, spec: str) -> None:
 
 def start_ticks(pid: int) -> str:
     """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or ""."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rpartition(b")")[2].split()[19].decode()
+    try:  # os.open, not open(): the launcher copies each page it writes while children share it
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        try:
+            return os.read(fd, 4096).rpartition(b")")[2].split()[19].decode()
+        finally:
+            os.close(fd)
     except (OSError, IndexError):
         return ""
 
@@ -429,7 +443,7 @@ def main(argv: list[str]) -> int:
         print("usage: python -m scheduler.agent.supervise RUNDIR | --launcher FD DIR",
               file=sys.stderr)
         return 2
-    return supervise(argv[0])
+    return supervise(os.path.abspath(argv[0]))  # the launcher sends absolute paths
 
 
 if __name__ == "__main__":
