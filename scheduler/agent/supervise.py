@@ -133,11 +133,13 @@ def find_executable(name: str, env: dict[str, str]) -> str:
     if "/" in name:
         return name
     denied = False
-    for d in os.get_exec_path(env):
-        path = os.path.join(d, name)
-        if os.path.isfile(path) and os.access(path, os.X_OK):
+    # Not os.get_exec_path: its warnings.catch_warnings() alone costs a forked child dozens of
+    # copied pages. Most directories fail os.access, a bare system call, and are not stat'ed.
+    for d in env.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(d or ".", name)
+        if os.access(path, os.X_OK) and os.path.isfile(path):
             return path
-        denied = denied or os.path.exists(path)
+        denied = denied or os.access(path, os.F_OK)
     if denied:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
