@@ -10,7 +10,13 @@ Figures (no assertions):
   dedup pass   the same again to agents that already know the runs: no process is started, so
                this is the scheduler + HTTP + agent-record path alone
 Target: >= 500 runs/s end to end. Each dispatched run also starts a process on the agent (its
-supervisor is a Python process), which is what bounds the end-to-end figure on a small machine.
+supervisor, forked by the agent's launcher, then the job), which is what bounds the end-to-end
+figure on a small machine.
+
+Each pass also prints where its time went (the ledger's create transactions, the dispatches)
+and the CPU it cost per run: this process (the scheduler side), the agents, their launchers, and
+the rest of the machine's busy time, which holds the supervisors and jobs (short-lived, counted
+nowhere else) but also whatever else runs meanwhile: on a shared machine, read it with that.
 """
 
 from __future__ import annotations
