@@ -62,16 +62,32 @@ def write_file(path: str, data: bytes, sync: bool = False) -> None:
         os.close(fd)
 
 
-def write_json_atomic(path: str, data: dict[str, Any]) -> None:
-    """tmp + fsync + rename + fsync(dir): the file is either absent or complete, and durable."""
-    tmp = path + ".tmp"
-    write_file(tmp, json.dumps(data).encode(), sync=True)
-    os.rename(tmp, path)
-    dfd = os.open(os.path.dirname(path), os.O_RDONLY)
+def sync_dir(path: str) -> None:
+    dfd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def publish_result(rundir: str, data: dict[str, Any]) -> None:
+    """Write RUNDIR/result.json: either absent or complete, and durable once this returns.
+
+    The claim file (started.json) is rewritten with the result (its readers take a partial
+    file for "try again later"), fsynced, then hard-linked as result.json, which appears
+    whole at once; the directory is then fsynced. Not a new file renamed into place: on a
+    busy ext4 each inode allocated costs more than the rest of a short run (see Sink). The
+    claim keeps existing, so a late second supervisor still leaves the run alone."""
+    claim_path = os.path.join(rundir, CLAIM)
+    path = os.path.join(rundir, "result.json")
+    body = json.dumps(data).encode()
+    try:
+        write_file(claim_path, body, sync=True)
+        os.link(claim_path, path)
+    except OSError:  # no hard links here: a new file, renamed into place
+        write_file(path + ".tmp", body, sync=True)
+        os.rename(path + ".tmp", path)
+    sync_dir(rundir)
 
 
 class Sink:
@@ -247,7 +263,8 @@ class Supervisor:
             "stdout_bytes": 0, "stderr_bytes": 0, "truncated": False,
         }
         result.update(fields)
-        write_json_atomic(os.path.join(self.rundir, "result.json"), result)
+        result["supervisor_pid"] = os.getpid()  # still the claim's content, too
+        publish_result(self.rundir, result)
 
     def _signal_group(self, sig: int) -> None:
         assert self.child is not None
