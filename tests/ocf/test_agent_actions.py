@@ -249,3 +249,18 @@ def test_user_parameter_runs_the_daemon_as_that_user(agent, setup, service_user)
         stopped = run_agent(agent, "stop", env)
     assert stopped.returncode == 0, stopped.stderr
     assert not daemons_of(setup.config)
+
+
+def test_primitive_whose_daemon_is_standby_fails_its_depth_10_monitor(agent, setup) -> None:
+    """A primitive must schedule: a daemon left standby (superseded) is a failure to recover."""
+    start_daemon(agent, setup, promotable=True)  # standby, as a clone instance before promote
+    env = setup.env(timeout="20000", interval="10000")
+    shallow = run_agent(agent, "monitor", {**env, "OCF_CHECK_LEVEL": "0"})
+    assert shallow.returncode == 0, shallow.stderr  # depth 0: the process alone
+    deep = run_agent(agent, "monitor", {**env, "OCF_CHECK_LEVEL": "10"})
+    assert deep.returncode == 1, deep.stderr
+    assert "ocf-exit-reason:" in deep.stderr and "not active" in deep.stderr, deep.stderr
+    started = run_agent(agent, "start", setup.env(timeout="60000"))  # start as a primitive
+    assert started.returncode == 0, started.stderr
+    assert setup.ask('{"op": "status"}')["role"] == "active"
+    assert run_agent(agent, "monitor", {**env, "OCF_CHECK_LEVEL": "10"}).returncode == 0

@@ -30,6 +30,9 @@ DTD_ONLY_1_1 = re.compile(
     r"|Value \"reload-agent\" for attribute name of action is not among the enumerated set)$")
 
 
+EPOCH_ATTR = "hasched-epoch-hasched-jobs"  # the default for the group test's resource
+
+
 def cib_epoch(attribute: str) -> int | None:
     done = sh("crm_attribute", "--type", "crm_config", "--name", attribute, "--query", "--quiet")
     return int(done.stdout) if done.returncode == 0 and done.stdout.strip().isdigit() else None
@@ -118,6 +121,8 @@ def test_group_with_address_restart_after_kill_and_disable(cluster) -> None:
         first = wait_for("the scheduler's /health on the group's address",
                          lambda: health(ip, setup.port), timeout=180)
         assert first["role"] == "active"
+        # A primitive's start raises the cluster-wide epoch too: a restart out-ranks the last.
+        assert first["epoch"] >= 1 and cib_epoch(EPOCH_ATTR) == first["epoch"]
         assert on_lo(ip)
         old_pid = pidfile_pid(pidfile)
         assert old_pid and old_pid in [p.pid for p in daemons_of(setup.config)]
@@ -137,6 +142,9 @@ def test_group_with_address_restart_after_kill_and_disable(cluster) -> None:
                  lambda: pidfile_pid(pidfile) not in (None, old_pid) and health(ip, setup.port),
                  timeout=180)
         assert [p.pid for p in daemons_of(setup.config)] == [pidfile_pid(pidfile)]
+        again = health(ip, setup.port)
+        assert again["role"] == "active" and again["epoch"] > first["epoch"], (first, again)
+        assert cib_epoch(EPOCH_ATTR) == again["epoch"]
 
         sh("pcs", "resource", "disable", "hasched-g", check=True)
         wait_for("the group to stop", lambda: not daemons_of(setup.config) and not on_lo(ip),
@@ -145,6 +153,7 @@ def test_group_with_address_restart_after_kill_and_disable(cluster) -> None:
         assert not setup.socket.exists()
     finally:
         sh("pcs", "resource", "delete", "hasched-g", "--force")
+        sh("crm_attribute", "--type", "crm_config", "--name", EPOCH_ATTR, "--delete")
         wait_for("hasched-g gone", lambda: "hasched" not in sh("crm_mon", "-1").stdout,
                  timeout=180)
         setup.cleanup()
