@@ -19,6 +19,9 @@ from .test_failover import holder
 pytestmark = pytest.mark.lab
 
 PRIMITIVE = json.dumps({"hasched_scheduler_promotable": False})
+# The role's recurring monitors run at depth 10: a hung daemon, or a primitive left standby, fails.
+DEEP_MONITOR = ("//primitive[@id='hasched-scheduler']/operations/op[@name='monitor']"
+                "//nvpair[@name='OCF_CHECK_LEVEL'][@value='10']")
 
 
 def _cib_has(xpath: str) -> bool:
@@ -40,6 +43,7 @@ def test_primitive_layout_switch_failover_and_back(cluster):
             "switching to the primitive layout changed nothing"
         assert _cib_has("//group[@id='hasched']/primitive[@id='hasched-scheduler']")
         assert not _cib_has("//clone[@id='hasched-scheduler-clone']")
+        assert _cib_has(DEEP_MONITOR)
         wait_for("the scheduler active on the VIP (primitive)", _active_on_vip, 180)
         assert all(c == "0" for c in _changed(playbook("-e", PRIMITIVE))), \
             "a second run in the primitive layout changed something"
@@ -59,4 +63,5 @@ def test_primitive_layout_switch_failover_and_back(cluster):
     assert res.returncode == 0, res.stdout[-3000:]
     assert _cib_has("//clone[@id='hasched-scheduler-clone']")
     assert not _cib_has("//group[@id='hasched']")
+    assert _cib_has(DEEP_MONITOR)
     wait_for("the scheduler active on the VIP (promotable)", _active_on_vip, 180)
