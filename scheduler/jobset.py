@@ -59,16 +59,23 @@ class JobSet:
     def note_definitions(self, ledger: Ledger, before: dict[str, Any]) -> None:
         """Record durably when this daemon first saw each job definition (a standby too): the
         catch-up of a promotion reaches back to a missed fire of a job it knew, never to a fire
-        from before the job (or its schedule) existed."""
+        from before the job (or its schedule) existed. The schedule is recorded with it, so a
+        schedule changed while the daemon was down counts from the start that saw it."""
         states = ledger.job_states()
         now = utc_iso()
         changes = []
         for name, job in self.jobs.items():
+            state = states.get(name, {})
+            schedule = job.trigger.describe()
             old = before.get(name)
-            if (not states.get(name, {}).get("first_seen")
-                    or (old is not None and old.trigger != job.trigger)):
-                changes.append(Change("job", job=name, fields={"first_seen": now}))
-        changes += [Change("job", job=name, fields={"first_seen": ""})
+            if (not state.get("first_seen")
+                    or (old is not None and old.trigger != job.trigger)
+                    or (state.get("trigger") not in (None, schedule))):
+                changes.append(Change("job", job=name, fields={"first_seen": now,
+                                                               "trigger": schedule}))
+            elif state.get("trigger") is None:  # a ledger from before schedules were recorded
+                changes.append(Change("job", job=name, fields={"trigger": schedule}))
+        changes += [Change("job", job=name, fields={"first_seen": "", "trigger": ""})
                     for name, st in states.items() if st["first_seen"] and name not in self.jobs]
         ledger.apply(changes)
 

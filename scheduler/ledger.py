@@ -37,7 +37,7 @@ CREATE INDEX IF NOT EXISTS runs_open ON runs (state) WHERE state IN
     ('scheduled', 'dispatched', 'running');
 CREATE TABLE IF NOT EXISTS job_state (
     job TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0, last_planned TEXT,
-    first_seen TEXT);
+    first_seen TEXT, trigger TEXT);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', 0);
 """
@@ -71,7 +71,8 @@ class Change:
     op: "create"  insert a run if (run_id, attempt) is absent (a known identity is never re-created)
         "update"  set `fields` on a run, only while its state is in `when` (if given)
         "adopt"   insert or update a run learnt from an agent; a final state is never reopened
-        "job"     set paused / last_planned / first_seen of a job (first_seen "" forgets it)
+        "job"     set paused / last_planned / first_seen / trigger of a job ("" forgets the
+                  last two)
         "epoch"   raise the epoch to fields["epoch"] (never lowers it)
     """
 
@@ -118,8 +119,9 @@ class Ledger:
     def _upgrade(self) -> None:
         """Columns added since the first release, for ledgers written by an older version."""
         cols = {r[1] for r in self._w.execute("PRAGMA table_info(job_state)")}
-        if "first_seen" not in cols:
-            self._w.execute("ALTER TABLE job_state ADD COLUMN first_seen TEXT")
+        for col in ("first_seen", "trigger"):
+            if col not in cols:
+                self._w.execute(f"ALTER TABLE job_state ADD COLUMN {col} TEXT")
 
     def close(self) -> None:
         with self._wlock, self._rlock:
@@ -197,6 +199,9 @@ class Ledger:
             if "first_seen" in f:
                 c.execute("UPDATE job_state SET first_seen = ? WHERE job = ?",
                           (f["first_seen"] or None, ch.job))
+            if "trigger" in f:
+                c.execute("UPDATE job_state SET trigger = ? WHERE job = ?",
+                          (f["trigger"] or None, ch.job))
             return True
         if ch.op == "epoch":
             cur = c.execute("UPDATE meta SET value = ? WHERE key = 'epoch' AND value < ?",

@@ -75,3 +75,30 @@ def test_runs_left_scheduled_by_an_earlier_term_follow_the_misfire_grace(lab: La
     assert [(r["state"], r["reason"]) for r in brief] == [
         ("cancelled", "missed: not sent within the misfire grace (4s)")], dump(brief)
     assert [r["run_id"] for r in a1.runs()] == [f"patient@{fire}"]
+
+
+def test_a_schedule_changed_while_down_does_not_catch_up_fires_from_before_the_change(
+        lab: Lab) -> None:
+    a1 = lab.agent("a1")
+    lab.job("moved", once_toml("moved", at(3600)))
+    lab.job("tick", job_toml("tick", every="2s", agent="a1", command="true"))
+    first_start = at(0)
+    s = lab.scheduler("a")
+    wait_for("the first start to be under way", lambda: any(
+        r["state"] == "succeeded" for r in s.ledger_rows("tick")))
+    assert s.proc is not None
+    s.proc.kill9()
+    # While it is down the job is moved to a time that has passed since the first start saw
+    # the job (well after it: the ledger keeps whole seconds), but that no schedule in force
+    # then ever had.
+    wait_for("3 s past the first start", lambda: at(-3) > first_start, deadline=30)
+    moved_to = at(-1)
+    lab.job("moved", once_toml("moved", moved_to))
+    wait_for("a second to pass", lambda: at(0) > moved_to, deadline=10)
+    started = at(0)
+    s.start("active")
+    wait_for("a planned run of 'tick' after the restart", lambda: any(
+        r["state"] == "succeeded" and not r["manual"] and r["nominal"] > started
+        for r in s.ledger_rows("tick")))
+    assert s.ledger_rows("moved") == [], dump(s.ledger_rows("moved"))
+    assert [r for r in a1.runs() if r["job"] == "moved"] == []
