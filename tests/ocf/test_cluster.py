@@ -118,9 +118,10 @@ def test_group_with_address_restart_after_kill_and_disable(cluster) -> None:
         # Defaults for everything but config.
         sh("pcs", "resource", "create", "hasched-jobs", "ocf:hasched:scheduler",
            f"config={setup.config}", "--group", "hasched-g", check=True)
-        first = wait_for("the scheduler's /health on the group's address",
-                         lambda: health(ip, setup.port), timeout=180)
-        assert first["role"] == "active"
+        # /health answers while start is still under way (standby until it is made active).
+        first = wait_for("the scheduler active on the group's address", lambda: (
+            answer := health(ip, setup.port)) and answer["role"] == "active" and answer,
+            timeout=180)
         # A primitive's start raises the cluster-wide epoch too: a restart out-ranks the last.
         assert first["epoch"] >= 1 and cib_epoch(EPOCH_ATTR) == first["epoch"]
         assert on_lo(ip)
@@ -138,12 +139,11 @@ def test_group_with_address_restart_after_kill_and_disable(cluster) -> None:
         os.kill(old_pid, signal.SIGKILL)
         wait_for("a fail count for hasched-jobs", lambda: fail_count("hasched-jobs") >= 1,
                  timeout=180)
-        wait_for("the scheduler running again with a new pid",
-                 lambda: pidfile_pid(pidfile) not in (None, old_pid) and health(ip, setup.port),
-                 timeout=180)
+        again = wait_for("the scheduler active again with a new pid", lambda: (
+            pidfile_pid(pidfile) not in (None, old_pid) and (answer := health(ip, setup.port))
+            and answer["role"] == "active" and answer), timeout=180)
         assert [p.pid for p in daemons_of(setup.config)] == [pidfile_pid(pidfile)]
-        again = health(ip, setup.port)
-        assert again["role"] == "active" and again["epoch"] > first["epoch"], (first, again)
+        assert again["epoch"] > first["epoch"], (first, again)
         assert cib_epoch(EPOCH_ATTR) == again["epoch"]
 
         sh("pcs", "resource", "disable", "hasched-g", check=True)
