@@ -17,7 +17,6 @@ the agent's code (nor hold its sockets, database or token).
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import pwd
@@ -30,13 +29,10 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
-# Not `subprocess`: it imports `threading`, whose at-fork hook alone made every fork of the
-# launcher touch (and so copy) some 130 more pages; a run's supervisor starts its job with
-# posix_spawn instead (vfork and exec, no Python in between). Imported only to run a job as
-# another user, which posix_spawn cannot do. Paths are plain strings for the same reason:
-# pathlib made a forked supervisor copy some 150 more pages than os.path does.
+from scheduler.agent import spawn
 
-SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Not `subprocess` nor `pathlib`: see scheduler/agent/spawn.py.
+
 DRAIN_AFTER_EXIT = 2.0  # seconds to keep reading pipes held open by the job's leftovers
 CHUNK = 65536
 CLAIM = "started.json"  # created exclusively: see claim()
@@ -122,109 +118,6 @@ class Sink:
         self.file.close()
 
 
-def job_env(spec: dict[str, Any], account: pwd.struct_passwd) -> dict[str, str]:
-    """A minimal, predictable environment; the order's env goes over it."""
-    env = {
-        "PATH": SAFE_PATH,
-        "LANG": "C.UTF-8",
-        "HOME": account.pw_dir,
-        "USER": account.pw_name,
-        "LOGNAME": account.pw_name,
-        "SHELL": account.pw_shell or "/bin/sh",
-        "HASCHED_RUN_ID": spec["run_id"],
-        "HASCHED_JOB": spec["job"],
-        "HASCHED_ATTEMPT": str(spec["attempt"]),
-    }
-    env.update(spec.get("env") or {})
-    return env
-
-
-_kept: list[Any] = []
-
-
-def find_executable(name: str, env: dict[str, str]) -> str:
-    """The file to execute for argv[0], searched in the job's PATH as execvpe would (Popen
-    does the same). Raises OSError as exec would: ENOENT, or EACCES when only files that
-    cannot be executed were found."""
-    if "/" in name:
-        return name
-    denied = False
-    # Not os.get_exec_path: its warnings.catch_warnings() alone costs a forked child dozens of
-    # copied pages. Most directories fail os.access, a bare system call, and are not stat'ed.
-    for d in env.get("PATH", os.defpath).split(os.pathsep):
-        path = os.path.join(d or ".", name)
-        if os.access(path, os.X_OK) and os.path.isfile(path):
-            return path
-        denied = denied or os.access(path, os.F_OK)
-    if denied:
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), name)
-    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
-
-
-def start_job(command: list[str], cwd: str, env: dict[str, str],
-              account: pwd.struct_passwd) -> tuple[int, int, int]:
-    """(pid, stdout fd, stderr fd) of the job, started in a session of its own with stdin from
-    /dev/null. Raises OSError when it cannot be started (cwd or executable)."""
-    if account.pw_uid != os.getuid():
-        import subprocess  # noqa: PLC0415 - see the note at the imports
-
-        child = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=cwd, env=env, start_new_session=True, user=account.pw_uid,
-            group=account.pw_gid, extra_groups=os.getgrouplist(account.pw_name, account.pw_gid))
-        assert child.stdout is not None and child.stderr is not None
-        fds = os.dup(child.stdout.fileno()), os.dup(child.stderr.fileno())
-        child.stdout.close()
-        child.stderr.close()
-        _kept.append(child)  # never collected: its __del__ could reap the job behind our back
-        return child.pid, *fds
-    # posix_spawn has no chdir action: the supervisor moves there itself (it uses absolute
-    # paths only). Every fd it holds beyond 0-2 is close-on-exec (see supervise()). One
-    # difference with Popen: glibc's posix_spawn leaves its two internal signals (32 and 33)
-    # ignored in the job, as in any program it spawns.
-    os.chdir(cwd)
-    executable = find_executable(command[0], env)
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    try:
-        pid = os.posix_spawn(
-            executable, command, env, setsid=True, setsigmask=(),
-            # Python ignores SIGPIPE and SIGXFSZ; an ignored signal would stay so in the job.
-            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
-            file_actions=[(os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                          (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)])
-    except BaseException:
-        os.close(out_r)
-        os.close(err_r)
-        raise
-    finally:
-        os.close(out_w)
-        os.close(err_w)
-    return pid, out_r, err_r
-
-
-def default_cwd(account: pwd.struct_passwd) -> str:
-    # Service accounts often have a home that does not exist (nobody: /nonexistent).
-    return account.pw_dir if account.pw_dir and os.path.isdir(account.pw_dir) else "/"
-
-
-_me: pwd.struct_passwd | None = None  # the launcher looks itself up once for all its runs
-
-
-def resolve_user(name: str | None) -> tuple[pwd.struct_passwd, str | None]:
-    """(account to run as, error or None)."""
-    me = _me or pwd.getpwuid(os.getuid())
-    if name is None:
-        return me, None
-    try:
-        account = pwd.getpwnam(name)
-    except KeyError:
-        return me, f"unknown user {name!r}"
-    if account.pw_uid != os.getuid() and os.geteuid() != 0:
-        return me, f"cannot run as user {name!r}: the agent is not running as root"
-    return account, None
-
-
 class Supervisor:
     def __init__(self, rundir: str, spec: dict[str, Any] | None = None):
         self.rundir = rundir  # absolute (see main()): the job's start moves us to its cwd
@@ -274,7 +167,7 @@ class Supervisor:
             pass
 
     def run(self) -> None:
-        account, error = resolve_user(self.spec.get("user"))
+        account, error = spawn.resolve_user(self.spec.get("user"))
         if error:
             self._finish(error=error)
             return
@@ -287,9 +180,9 @@ class Supervisor:
             "stderr": Sink(os.path.join(self.rundir, "stderr"), limit),
         }
         try:
-            self.child, out_fd, err_fd = start_job(
-                self.spec["command"], self.spec.get("cwd") or default_cwd(account),
-                job_env(self.spec, account), account)
+            self.child, out_fd, err_fd = spawn.start_job(
+                self.spec["command"], self.spec.get("cwd") or spawn.default_cwd(account),
+                spawn.job_env(self.spec, account), account)
         except OSError as e:
             for s in sinks.values():
                 s.close()
@@ -426,8 +319,7 @@ def serve_launches(fd: int) -> int:
     # run suffices (a double fork would cost a second fork for the same effect). If this
     # launcher dies, its supervisors are simply re-parented, as they are when the agent dies.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    global _me
-    _me = pwd.getpwuid(os.getuid())
+    spawn.launcher_account = pwd.getpwuid(os.getuid())
     while True:
         try:
             msg = sock.recv(MAX_REQUEST)
