@@ -21,13 +21,14 @@ from scheduler.config import (
 from scheduler.control import ControlServer
 from scheduler.dispatch import Dispatcher
 from scheduler.jobset import JobSet
-from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso
+from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso, parse_time
 from scheduler.progress import RunProgress
 from scheduler.protocol import AgentClient
 from scheduler.roles import Roles
 from scheduler.service import Conflict, NotActive, NotFound
 
 log = logging.getLogger("hasched.scheduler")
+RECALL_MARGIN = 0.25  # seconds: a run sent ahead and due sooner may be starting already
 
 COLLECT_EVERY = 1.0
 # Fires are planned this many seconds early: those that can be sent ahead reach their agent
@@ -279,7 +280,23 @@ class Scheduler(Roles, RunProgress):
             raise NotFound(f"no job {name!r}")
         await self.writer.write([Change("job", job=name, fields={"paused": paused})])
         log.info("job %s %s", name, "paused" if paused else "resumed")
+        if paused:
+            await self._recall_sent_ahead(name)
         return self._job_view(name)
+
+    async def _recall_sent_ahead(self, name: str) -> None:
+        """Planned fires already sent ahead (`dispatch_lead`) and not yet due are cancelled at
+        their agent, which ends them with nothing started. One due within RECALL_MARGIN may be
+        starting already: it is left alone rather than killed as it starts."""
+        if self.role != "active" or self.dispatcher is None:
+            return
+        horizon = datetime.now(UTC) + timedelta(seconds=RECALL_MARGIN)
+        for row in self.ledger.in_flight(name):
+            # Sent, or taken by the agent (running, started_at still empty) to start later.
+            if (not row["started_at"] and not row["manual"] and row["attempt"] == 1
+                    and parse_time(row["nominal"]) > horizon):
+                log.info("job %s paused: recalling %s, sent ahead", name, row["run_id"])
+                await self.dispatcher.cancel(row)
 
     async def pause(self, name: str) -> dict[str, Any]:
         return await self._set_paused(name, True)

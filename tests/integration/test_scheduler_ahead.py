@@ -39,3 +39,40 @@ def test_planned_runs_are_sent_ahead_and_start_at_their_nominal_time(lab: Lab) -
     for r in rows:
         assert at(r["started_at"]) >= at(r["nominal"]), dump(r)
         assert float(ran[r["run_id"]]) >= at(r["nominal"]), (r["run_id"], ran)
+
+
+def test_pausing_a_job_recalls_a_fire_already_sent_ahead(lab: Lab) -> None:
+    import json
+    import time
+    import urllib.request
+
+    from conftest import API_TOKEN
+
+    lab.agent("a1")
+    marks = lab.root / "marks"
+    marks.touch()
+    lab.job("tick", job_toml("tick", every="10s", agent="a1",
+                             command=f'echo "$HASCHED_RUN_ID" >> "{marks}"'))
+    s = Scheduler(lab.root, "a", lab.agents, lab.jobs_dir)
+    s.config.write_text(s.config.read_text().replace(
+        'log_level = "debug"', 'log_level = "debug"\ndispatch_lead = "8s"'))
+    lab.schedulers.append(s)
+    s.start()
+
+    def sent_ahead() -> dict | None:  # with a second to spare before its time
+        return next((r for r in s.ledger_rows("tick") if r["state"] in ("dispatched", "running")
+                     and not r["started_at"] and at(r["nominal"]) > time.time() + 1), None)
+
+    row = wait_for("a fire of 'tick' sent ahead", sent_ahead)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{s.port}/v1/jobs/tick/pause", data=b"{}", method="POST",
+        headers={"Authorization": f"Bearer {API_TOKEN}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert json.load(answer)["paused"] is True
+    recalled = wait_for(f"{row['run_id']} cancelled", lambda: next(
+        (r for r in s.ledger_rows("tick") if r["run_id"] == row["run_id"]
+         and r["state"] == "cancelled"), None))
+    assert recalled["started_at"] is None, dump(recalled)
+    wait_for("its nominal time to pass", lambda: time.time() > at(row["nominal"]) + 2,
+             deadline=30)
+    assert row["run_id"] not in marks.read_text().split(), "the recalled fire ran anyway"
