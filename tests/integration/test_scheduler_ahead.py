@@ -15,16 +15,21 @@ def at(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def test_planned_runs_are_sent_ahead_and_start_at_their_nominal_time(lab: Lab) -> None:
+def ahead_of_a1(lab: Lab, lead: str, tick: str) -> Scheduler:
+    """Agent a1, the job 'tick' and a scheduler sending planned fires `lead` early."""
     lab.agent("a1")
-    marks = lab.root / "marks"
-    lab.job("tick", job_toml("tick", every="3s", agent="a1",
-                             command=f'echo "$HASCHED_RUN_ID $(date +%s.%N)" >> "{marks}"'))
+    lab.job("tick", tick)
     s = Scheduler(lab.root, "a", lab.agents, lab.jobs_dir)
     s.config.write_text(s.config.read_text().replace(
-        'log_level = "debug"', 'log_level = "debug"\ndispatch_lead = "5s"'))
+        'log_level = "debug"', f'log_level = "debug"\ndispatch_lead = "{lead}"'))
     lab.schedulers.append(s)
-    s.start()
+    return s.start()
+
+
+def test_planned_runs_are_sent_ahead_and_start_at_their_nominal_time(lab: Lab) -> None:
+    marks = lab.root / "marks"
+    s = ahead_of_a1(lab, "5s", job_toml("tick", every="3s", agent="a1", command=(
+        f'echo "$HASCHED_RUN_ID $(date +%s.%N)" >> "{marks}"')))
 
     def done() -> list[dict]:
         rows = [r for r in s.ledger_rows("tick") if r["state"] == "succeeded"]
@@ -48,16 +53,10 @@ def test_pausing_a_job_recalls_a_fire_already_sent_ahead(lab: Lab) -> None:
 
     from conftest import API_TOKEN
 
-    lab.agent("a1")
     marks = lab.root / "marks"
     marks.touch()
-    lab.job("tick", job_toml("tick", every="10s", agent="a1",
-                             command=f'echo "$HASCHED_RUN_ID" >> "{marks}"'))
-    s = Scheduler(lab.root, "a", lab.agents, lab.jobs_dir)
-    s.config.write_text(s.config.read_text().replace(
-        'log_level = "debug"', 'log_level = "debug"\ndispatch_lead = "8s"'))
-    lab.schedulers.append(s)
-    s.start()
+    s = ahead_of_a1(lab, "8s", job_toml("tick", every="10s", agent="a1",
+                                        command=f'echo "$HASCHED_RUN_ID" >> "{marks}"'))
 
     def sent_ahead() -> dict | None:  # with a second to spare before its time
         return next((r for r in s.ledger_rows("tick") if r["state"] in ("dispatched", "running")
