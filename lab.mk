@@ -4,9 +4,9 @@ LAB_PY ?= $(abspath $(VENV))/bin/python
 LAB_ANSIBLE ?= $(dir $(LAB_PY))ansible-playbook
 LAB_CLIENT_NS := hlab-client
 
-.PHONY: lab lab-down lab-test
+.PHONY: lab lab-down
 
-lab:
+lab: deps venv
 	$(LAB_PY) -m tests.lab up
 	cd ansible && ip netns exec $(LAB_CLIENT_NS) $(abspath $(LAB_ANSIBLE)) -i inventories/lab site.yml
 	$(LAB_PY) -m tests.lab ssh node1 pcs status
@@ -20,6 +20,3 @@ lab:
 
 lab-down:
 	$(LAB_PY) -m tests.lab down
-
-lab-test:
-	$(dir $(LAB_PY))pytest -m lab tests/cluster

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests import deps
+
 from . import inventory, net, nodes, power, rootfs, secrets, state
 from .config import CLIENT_NS, NODES, REPO_ROOT, STATE_DIR, WHEELHOUSE, LabError, Node
 
@@ -23,10 +25,9 @@ def log(msg: str) -> None:
 def preflight() -> None:
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces, mounts, systemd-nspawn)")
-    missing = [c for c in REQUIRED if shutil.which(c) is None]
+    missing = [c for c in REQUIRED if deps.which(c) is None]
     if missing:
-        raise LabError(f"missing commands: {', '.join(missing)} "
-                       "(apt-get install debootstrap systemd-container iproute2 openssh-client)")
+        raise LabError("; ".join(deps.missing_message(c) for c in missing))
 
 
 def up(timeout: float = 300) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests import deps
+
 REPO = Path(__file__).resolve().parents[2]
 AGENT_SRC = REPO / "resource-agents"
 PYTHON = sys.executable
@@ -29,11 +31,9 @@ BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 def need_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("OCF tests need root (Pacemaker, /run, /usr/lib/ocf)")
-    for tool in ("pacemakerd", "corosync", "pcs", "crm_resource", "ocf-tester"):
-        if not shutil.which(tool, path=BASE_PATH):
-            pytest.skip(f"{tool} missing: apt-get install pacemaker corosync pcs resource-agents")
+    deps.need_root("OCF tests run Pacemaker and write /run and /usr/lib/ocf")
+    deps.need("pacemakerd", "corosync", "pcs", "crm_resource", "crm_attribute", "ocf-tester",
+              "xmllint")
 
 
 def wait_for(what: str, predicate, timeout: float = 60.0, interval: float = 0.3):
