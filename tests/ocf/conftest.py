@@ -240,6 +240,7 @@ def cluster():
     dest = SYSTEM_OCF_ROOT / "resource.d" / "hasched"
     installed_here = not dest.exists()
     try:
+        stop_system_cluster()
         if cluster_running():
             pytest.fail(f"a cluster is already running here ({cluster_running()}); stop it first")
         for leftover in Path("/var/lib/pacemaker/cib").glob("cib*"):
@@ -254,6 +255,21 @@ def cluster():
         shutil.rmtree(workdir, ignore_errors=True)
         fcntl.flock(lock, fcntl.LOCK_UN)
         lock.close()
+
+
+def stop_system_cluster() -> None:
+    """Stop the machine's own corosync and pacemaker units, where systemd runs them.
+
+    On a Debian booted with systemd, installing pacemaker starts both units with Debian's
+    one-node configuration; the fixture's own corosync would then find the port taken. The
+    fixture wipes the CIB anyway: this is a test machine.
+    """
+    if not Path("/run/systemd/system").is_dir():
+        return
+    for unit in ("pacemaker", "corosync"):
+        if sh("systemctl", "is-active", "--quiet", unit).returncode == 0:
+            print(f"stopping the system's {unit} unit for the OCF tests", file=sys.stderr)
+            sh("systemctl", "stop", unit, check=True)
 
 
 def _try_lock(lock) -> bool:
