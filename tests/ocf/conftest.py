@@ -34,6 +34,23 @@ def need_root() -> None:
     deps.need_root("OCF tests run Pacemaker and write /run and /usr/lib/ocf")
     deps.need("pacemakerd", "corosync", "pcs", "crm_resource", "crm_attribute", "ocf-tester",
               "xmllint")
+    need_reachable_checkout()
+
+
+def need_reachable_checkout() -> None:
+    """Fail at once when other users cannot reach the checkout's venv and code.
+
+    The installed agent's shebang points into this venv, whose package is this checkout (an
+    editable install); Pacemaker's controller reads the agent's meta-data as hacluster, and
+    `user=` runs the daemon as another account. Under a 0700 directory such as /root they get
+    "Permission denied", and the failures would say so only indirectly.
+    """
+    for parent in [REPO, *REPO.parents]:
+        if not parent.stat().st_mode & 0o001:
+            pytest.fail(f"{parent} is not traversable by other users (mode "
+                        f"{parent.stat().st_mode & 0o777:o}), so hacluster cannot run the OCF "
+                        f"agent from {REPO}: clone outside it (e.g. under /srv) or chmod o+x "
+                        f"{parent}")
 
 
 def wait_for(what: str, predicate, timeout: float = 60.0, interval: float = 0.3):
