@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -113,7 +114,8 @@ class Agent:
         (self.dir / "agent.toml").write_text(
             f'[agent]\nname = "{name}"\nlisten = "127.0.0.1:{self.port}"\n'
             f'state_dir = "{self.dir / "state"}"\ntoken_file = "{self.dir / "token"}"\n'
-            'kill_grace = "2s"\n')
+            'kill_grace = "2s"\nallow_agent_account = true\n'
+            f'default_user = "{pwd.getpwuid(os.getuid()).pw_name}"\n')
         self.proc = Proc(f"agent-{name}", hasched("agent", "run", "--config",
                                                   str(self.dir / "agent.toml")),
                          self.dir / "agent.log")
