@@ -73,6 +73,7 @@ class AgentConfig:
     # agent's own account (which then needs allow_agent_account).
     default_user: str | None = None
     allow_agent_account: bool = False  # may jobs run as the agent's account (can read its token)
+    cgroups: bool = True  # false: runs are killed by process group only (see agent/cgroup.py)
 
 
 class _Reader:
@@ -203,7 +204,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     _check_tables(path, lines, data, ("agent",))
     main = _Reader(path, lines, ("agent",), data.get("agent", {}))
     main.only(("name", "listen", "state_dir", "token_file", "output_limit", "kill_grace",
-               "retention", "tls", "default_user", "allow_agent_account"))
+               "retention", "tls", "default_user", "allow_agent_account", "cgroups"))
     host, port = main.listen(8481)
     return AgentConfig(
         path=path,
@@ -218,6 +219,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         tls=main.tls(),
         default_user=main.string("default_user"),
         allow_agent_account=main.boolean("allow_agent_account", False),
+        cgroups=main.boolean("cgroups", True),
     )
 
 

@@ -110,15 +110,29 @@ class Plan:
     def health(self) -> dict[str, Any]:
         return {"kind": self.kind, "limits": self.limits(), "note": self.note or None}
 
-    def remove(self) -> None:
-        """Remove the agent's subtree if no run is left in it (at the agent's stop)."""
-        dirs = [self.spec.get("dir")] + [d[0] for d in self.spec.get("v1", {}).values()]
+    def remove(self, kill: bool = False) -> None:
+        """Remove the agent's subtree, at its stop: the runs' cgroups left empty by their
+        supervisors (a run still in flight keeps its own, and so the subtree, for the next
+        agent to adopt), or with `kill`, every run's processes first (tests, cleaning up)."""
+        if self.kind != CGROUP2:
+            return
+        dirs = [self.spec["dir"]] + [d[0] for d in self.spec["v1"].values()]
         for d in dirs:
-            if d:
+            try:
+                leaves = [n for n in os.listdir(d) if n.startswith("run-")]
+            except OSError:
+                continue
+            for leaf in leaves:
+                if kill and d == self.spec["dir"]:
+                    Cgroup(self.spec, leaf, create=False).close()
                 try:
-                    os.rmdir(d)
+                    os.rmdir(os.path.join(d, leaf))
                 except OSError:
-                    pass  # runs left to their supervisors, which the next agent adopts
+                    pass
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass  # runs left to their supervisors, which the next agent adopts
 
 
 def _systemd_plan(found: list[tuple[str, str, set[str]]]) -> Plan | None:

@@ -68,7 +68,10 @@ def default_user(cfg: AgentConfig) -> str:
 
 
 def containment(cfg: AgentConfig) -> cgroup.Plan:
-    plan = cgroup.prepare(cfg.name, str(cfg.state_dir))
+    if cfg.cgroups:
+        plan = cgroup.prepare(cfg.name, str(cfg.state_dir))
+    else:
+        plan = cgroup.Plan(cgroup.PROCESS_GROUP, "cgroups = false in the agent's configuration")
     if plan.kind == cgroup.PROCESS_GROUP:
         log.warning("runs are not put in cgroups (%s): a run's processes are killed by process "
                     "group, and one that calls setsid escapes; memory_max and cpu_weight fail",

@@ -172,7 +172,7 @@ class Supervisor:
             return
         cwd = self.spec.get("cwd") or spawn.default_cwd(account)
         if not os.path.isdir(cwd):  # else exec's ENOENT would read as "command not found"
-            self._finish(error=f"cwd {cwd} does not exist or is not a directory")
+            self._finish(error=f"cwd {cwd} does not exist (or is not a directory)")
             return
         group, error = cgroup.open_run_group(self.spec, self.rundir)
         if error:
@@ -198,7 +198,10 @@ class Supervisor:
                 s.close()
             group.close()
             what = e.strerror or str(e)
-            self._finish(error=f"cannot start {self.spec['command'][0]!r}: {what}")
+            if e.filename == cwd:  # exists, but the job's account cannot enter it
+                self._finish(error=f"cwd {cwd}: {what}")
+            else:
+                self._finish(error=f"cannot start {self.spec['command'][0]!r}: {what}")
             return
         group.started(self.child)
         # Not fsynced: a job pid means nothing after a power cut. Rewritten in place (a reader

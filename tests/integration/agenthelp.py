@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
+from scheduler.agent import cgroup
 from scheduler.protocol import AgentClient, AgentUnreachable, DispatchOrder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,6 +156,12 @@ class Agent:
                 sup.kill()
             except (psutil.Error, ProcessLookupError, PermissionError):
                 pass
+        remove_cgroups("t1", self.state_dir)
+
+
+def remove_cgroups(name: str, state_dir: Path) -> None:
+    """What an agent killed by a test left of its cgroups (a stopped one removes them)."""
+    cgroup.prepare(name, str(state_dir)).remove(kill=True)
 
 
 @pytest.fixture

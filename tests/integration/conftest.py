@@ -23,6 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
+from scheduler.agent import cgroup
 from scheduler.control import request
 from scheduler.protocol import AgentClient
 
@@ -236,6 +237,7 @@ class Lab:
         for a in self.agents:
             if a.proc.alive():
                 a.kill9_with_runs()
+            cgroup.prepare(a.name, str(a.dir / "state")).remove(kill=True)
 
     def logs(self) -> str:
         parts = []
