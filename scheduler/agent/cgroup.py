@@ -1,23 +1,15 @@
-"""Each run in a cgroup of its own, so that it ends as a whole: nothing a job starts outlives it.
+"""Each run in a group of its own, so that it ends as a whole: nothing a job starts outlives it.
 
-The agent decides once, at start (`prepare`), how runs are contained, and hands the plan to each
-supervisor in the run's spec (`Plan.to_spec`); the supervisor opens the run's group from it
-(`open_run_group`). Kinds, best first:
+The supervisor side: a run's group, opened from the plan the agent made at start (see
+scheduler/agent/containment.py for the kinds and how the plan is made):
 
-- "systemd": systemd is PID 1. The job is started through `systemd-run --scope`, a transient
-  scope in hasched.slice that systemd creates and applies the limits to; the scope's cgroup
-  is then killed through its cgroup v2 files like the next kind.
-- "cgroup2": a cgroup v2 tree is mounted (found in /proc/self/mountinfo) and writable. The
-  agent owns a subtree beside its own cgroup, hasched-agent-NAME (0700), and each run gets
-  run-RUNDIR in it: the supervisor writes its own pid to the run's cgroup.procs, starts the
-  job (which inherits the cgroup, so posix_spawn stays the fast path), and moves itself back.
-  Killing writes cgroup.kill; a kernel without it (before 5.14) gets cgroup.freeze, then
-  SIGKILL to every pid in cgroup.procs, until it is empty. On a hybrid hierarchy (v2 with no
-  controllers, v1 memory and cpu mounted apart) the limits go to v1 directories of the same
-  name, which the supervisor enters and leaves the same way.
-- "process-group": no cgroup can be made (not root, no cgroup2 mount). The job's process
-  group is signalled instead: a child that calls setsid escapes it. Said once in the log and
-  in the agent's /v1/health.
+- ProcessGroup: the fallback, the job's process group (a child calling setsid escapes it).
+- Cgroup: run-RUNDIR in the agent's cgroup v2 subtree. The supervisor writes its own pid to its
+  cgroup.procs, starts the job (born there, so posix_spawn stays the fast path) and moves
+  itself back. Killing writes cgroup.kill; a kernel without it (before 5.14) gets
+  cgroup.freeze, then SIGKILL to every pid in cgroup.procs, until it is empty. On a hybrid
+  hierarchy the limits go to v1 directories of the same name, entered and left the same way.
+- Scope: a transient systemd scope made by `systemd-run --scope`, killed like a Cgroup.
 
 memory_max and cpu_weight are applied where their controller exists; where it does not, the
 run FAILS with a reason naming the setting, and nothing is started: a limit silently ignored
@@ -40,38 +32,7 @@ CONTROLLERS = ("memory", "cpu")
 GONE_WAIT = 5.0  # seconds to wait for killed processes to leave the cgroup
 
 
-# -- reading the system (agent side, once) ----------------------------------------------------
-def _unescape(field: str) -> str:
-    """Mount points in mountinfo have space, tab, newline and backslash as octal escapes."""
-    for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
-        field = field.replace(code, char)
-    return field
-
-
-def mounts(mountinfo: str = "/proc/self/mountinfo") -> list[tuple[str, str, set[str]]]:
-    """(mount point, file system type, super options) of every mount."""
-    out = []
-    with open(mountinfo) as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields, rest = left.split(), right.split()
-            if len(fields) >= 5 and len(rest) >= 3:
-                out.append((_unescape(fields[4]), rest[0], set(rest[2].split(","))))
-    return out
-
-
-def own_cgroups(path: str = "/proc/self/cgroup") -> dict[str, str]:
-    """This process's cgroup per hierarchy: "" for cgroup v2, else each v1 controller name."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            _, controllers, where = line.rstrip("\n").split(":", 2)
-            for c in controllers.split(",") if controllers else [""]:
-                out[c] = where
-    return out
-
-
-def _read(path: str) -> str:
+def read_text(path: str) -> str:
     fd = os.open(path, os.O_RDONLY)
     try:
         return os.read(fd, 65536).decode()
@@ -79,131 +40,12 @@ def _read(path: str) -> str:
         os.close(fd)
 
 
-def _write(path: str, text: str) -> None:
+def write_text(path: str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:
         os.write(fd, text.encode())
     finally:
         os.close(fd)
-
-
-def _join(mount: str, where: str, *names: str) -> str:
-    return os.path.join(mount, where.lstrip("/"), *names)
-
-
-class Plan:
-    """How this agent contains its runs (see the module's docstring)."""
-
-    def __init__(self, kind: str, note: str = "", **spec: Any):
-        self.kind = kind
-        self.note = note  # what is missing, in a sentence (empty when nothing is)
-        self.spec = {"kind": kind, **spec}
-
-    def to_spec(self) -> dict[str, Any]:
-        return self.spec
-
-    def limits(self) -> list[str]:
-        if self.kind == SYSTEMD:
-            return list(CONTROLLERS)
-        return sorted(set(self.spec.get("v2", [])) | set(self.spec.get("v1", {})))
-
-    def health(self) -> dict[str, Any]:
-        return {"kind": self.kind, "limits": self.limits(), "note": self.note or None}
-
-    def remove(self, kill: bool = False) -> None:
-        """Remove the agent's subtree, at its stop: the runs' cgroups left empty by their
-        supervisors (a run still in flight keeps its own, and so the subtree, for the next
-        agent to adopt), or with `kill`, every run's processes first (tests, cleaning up)."""
-        if self.kind != CGROUP2:
-            return
-        dirs = [self.spec["dir"]] + [d[0] for d in self.spec["v1"].values()]
-        for d in dirs:
-            try:
-                leaves = [n for n in os.listdir(d) if n.startswith("run-")]
-            except OSError:
-                continue
-            for leaf in leaves:
-                if kill and d == self.spec["dir"]:
-                    Cgroup(self.spec, leaf, create=False).close()
-                try:
-                    os.rmdir(os.path.join(d, leaf))
-                except OSError:
-                    pass
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass  # runs left to their supervisors, which the next agent adopts
-
-
-def _systemd_plan(found: list[tuple[str, str, set[str]]]) -> Plan | None:
-    v2 = [m for m, fstype, _ in found if fstype == "cgroup2"]
-    if not os.path.isdir("/run/systemd/system") or not v2 or os.geteuid() != 0:
-        return None
-    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        exe = os.path.join(d, "systemd-run")
-        if os.access(exe, os.X_OK):
-            return Plan(SYSTEMD, exe=exe, mount=v2[0], slice=SLICE)
-    return None
-
-
-def subtree_name(agent_name: str, state_dir: str) -> str:
-    """hasched-agent-NAME-HASH: the hash of the state directory keeps two agents of one name
-    (tests, a second instance) out of each other's runs."""
-    import hashlib  # noqa: PLC0415 - the agent's only, not the supervisors'
-
-    digest = hashlib.sha256(os.path.realpath(state_dir).encode()).hexdigest()[:8]
-    return f"hasched-agent-{agent_name}-{digest}"
-
-
-def prepare(agent_name: str, state_dir: str) -> Plan:
-    """The plan for this agent's runs, with its subtree created; never raises."""
-    try:
-        found = mounts()
-        own = own_cgroups()
-    except OSError as e:
-        return Plan(PROCESS_GROUP, f"cannot read this process's cgroups: {e}")
-    plan = _systemd_plan(found)
-    if plan is not None:
-        return plan
-    v2 = [m for m, fstype, _ in found if fstype == "cgroup2"]
-    if not v2 or "" not in own:
-        return Plan(PROCESS_GROUP, "no cgroup v2 file system is mounted")
-    name = subtree_name(agent_name, state_dir)
-    home = _join(v2[0], own[""])
-    base = os.path.join(home, name)
-    try:
-        os.makedirs(base, mode=0o700, exist_ok=True)
-        os.chmod(base, 0o700)
-    except OSError as e:
-        return Plan(PROCESS_GROUP, f"cannot create the cgroup {base}: {e.strerror or e}")
-    v2_limits = []
-    try:
-        available = _read(os.path.join(base, "cgroup.controllers")).split()
-    except OSError:
-        available = []
-    for c in CONTROLLERS:
-        if c in available:
-            try:
-                _write(os.path.join(base, "cgroup.subtree_control"), f"+{c}")
-                v2_limits.append(c)
-            except OSError:
-                pass
-    v1: dict[str, list[str]] = {}
-    for c in CONTROLLERS:
-        if c in v2_limits:
-            continue
-        for mount, fstype, options in found:
-            if fstype == "cgroup" and c in options and c in own:
-                try:
-                    os.makedirs(_join(mount, own[c], name), mode=0o700, exist_ok=True)
-                except OSError:
-                    break
-                v1[c] = [_join(mount, own[c], name), _join(mount, own[c])]
-                break
-    missing = [c for c in CONTROLLERS if c not in v2_limits and c not in v1]
-    note = f"no {' nor '.join(missing)} controller: jobs with such limits fail" if missing else ""
-    kill = os.path.exists(os.path.join(base, "cgroup.kill"))
-    return Plan(CGROUP2, note, dir=base, home=home, kill=kill, v2=v2_limits, v1=v1)
 
 
 # -- one run (supervisor side) ----------------------------------------------------------------
@@ -277,34 +119,34 @@ class Cgroup(ProcessGroup):
 
     def _write_limit(self, controller: str, file: str, text: str) -> None:
         directory = self.v1[controller][0] if controller in self.v1 else self.path
-        _write(os.path.join(directory, file), text)
+        write_text(os.path.join(directory, file), text)
 
     def enter(self) -> None:
         me = str(os.getpid())
         try:
             for directory, _ in self.v1.values():
-                _write(os.path.join(directory, "cgroup.procs"), me)
-            _write(os.path.join(self.path, "cgroup.procs"), me)
+                write_text(os.path.join(directory, "cgroup.procs"), me)
+            write_text(os.path.join(self.path, "cgroup.procs"), me)
         except OSError as e:
             raise GroupError(f"cannot enter the run's cgroup {self.path}: "
                              f"{e.strerror or e}") from None
 
     def leave(self) -> None:
         me = str(os.getpid())
-        _write(os.path.join(self.home, "cgroup.procs"), me)
+        write_text(os.path.join(self.home, "cgroup.procs"), me)
         for _, home in self.v1.values():
-            _write(os.path.join(home, "cgroup.procs"), me)
+            write_text(os.path.join(home, "cgroup.procs"), me)
 
     def pids(self) -> list[int]:
         try:
-            return [int(p) for p in _read(os.path.join(self.path, "cgroup.procs")).split()]
+            return [int(p) for p in read_text(os.path.join(self.path, "cgroup.procs")).split()]
         except (OSError, ValueError):
             return []
 
     def signal(self, sig: int) -> None:
         if sig == signal.SIGKILL and self.has_kill:
             try:
-                _write(os.path.join(self.path, "cgroup.kill"), "1")
+                write_text(os.path.join(self.path, "cgroup.kill"), "1")
                 return
             except OSError:
                 pass
@@ -314,7 +156,7 @@ class Cgroup(ProcessGroup):
             # No cgroup.kill: frozen, nothing in it can fork between our reading of
             # cgroup.procs and the kills; a frozen process still dies of SIGKILL.
             try:
-                _write(freeze, "1")
+                write_text(freeze, "1")
                 frozen = True
             except OSError:
                 pass
@@ -325,13 +167,13 @@ class Cgroup(ProcessGroup):
                 pass
         if frozen:
             try:
-                _write(freeze, "0")
+                write_text(freeze, "0")
             except OSError:
                 pass
 
     def empty(self) -> bool:
         try:
-            return "populated 0" in _read(os.path.join(self.path, "cgroup.events"))
+            return "populated 0" in read_text(os.path.join(self.path, "cgroup.events"))
         except OSError:
             return not self.pids()
 
@@ -341,7 +183,7 @@ class Cgroup(ProcessGroup):
         else:
             file, key = os.path.join(self.path, "memory.events"), "oom_kill"
         try:
-            for line in _read(file).splitlines():
+            for line in read_text(file).splitlines():
                 name, _, value = line.partition(" ")
                 if name == key:
                     return int(value)

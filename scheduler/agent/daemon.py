@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from scheduler.agent import cgroup
+from scheduler.agent import containment as contain
 from scheduler.agent.api import AgentAPI
 from scheduler.agent.launcher import Spawner
 from scheduler.agent.runner import Runner
@@ -67,12 +67,12 @@ def default_user(cfg: AgentConfig) -> str:
     return name
 
 
-def containment(cfg: AgentConfig) -> cgroup.Plan:
+def containment(cfg: AgentConfig) -> contain.Plan:
     if cfg.cgroups:
-        plan = cgroup.prepare(cfg.name, str(cfg.state_dir))
+        plan = contain.prepare(cfg.name, str(cfg.state_dir))
     else:
-        plan = cgroup.Plan(cgroup.PROCESS_GROUP, "cgroups = false in the agent's configuration")
-    if plan.kind == cgroup.PROCESS_GROUP:
+        plan = contain.Plan(contain.PROCESS_GROUP, "cgroups = false in the agent's configuration")
+    if plan.kind == contain.PROCESS_GROUP:
         log.warning("runs are not put in cgroups (%s): a run's processes are killed by process "
                     "group, and one that calls setsid escapes; memory_max and cpu_weight fail",
                     plan.note)

@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
-from scheduler.agent import cgroup
+from scheduler.agent import containment
 from scheduler.protocol import AgentClient, AgentUnreachable, DispatchOrder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,7 +161,7 @@ class Agent:
 
 def remove_cgroups(name: str, state_dir: Path) -> None:
     """What an agent killed by a test left of its cgroups (a stopped one removes them)."""
-    cgroup.prepare(name, str(state_dir)).remove(kill=True)
+    containment.prepare(name, str(state_dir)).remove(kill=True)
 
 
 @pytest.fixture

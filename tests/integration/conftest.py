@@ -23,7 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
-from scheduler.agent import cgroup
+from scheduler.agent import containment
 from scheduler.control import request
 from scheduler.protocol import AgentClient
 
@@ -105,7 +105,7 @@ def hasched(*args: str) -> list[str]:
 
 
 class Agent:
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, extra: str = "") -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -116,7 +116,7 @@ class Agent:
             f'[agent]\nname = "{name}"\nlisten = "127.0.0.1:{self.port}"\n'
             f'state_dir = "{self.dir / "state"}"\ntoken_file = "{self.dir / "token"}"\n'
             'kill_grace = "2s"\nallow_agent_account = true\n'
-            f'default_user = "{pwd.getpwuid(os.getuid()).pw_name}"\n')
+            f'default_user = "{pwd.getpwuid(os.getuid()).pw_name}"\n' + extra)
         self.proc = Proc(f"agent-{name}", hasched("agent", "run", "--config",
                                                   str(self.dir / "agent.toml")),
                          self.dir / "agent.log")
@@ -213,8 +213,9 @@ class Lab:
         self.agents: list[Agent] = []
         self.schedulers: list[Scheduler] = []
 
-    def agent(self, name: str) -> Agent:
-        a = Agent(self.root, name)
+    def agent(self, name: str, extra: str = "") -> Agent:
+        """An agent; `extra`: more lines of its [agent] table."""
+        a = Agent(self.root, name, extra)
         self.agents.append(a)
         return a.start()
 
@@ -237,7 +238,7 @@ class Lab:
         for a in self.agents:
             if a.proc.alive():
                 a.kill9_with_runs()
-            cgroup.prepare(a.name, str(a.dir / "state")).remove(kill=True)
+            containment.prepare(a.name, str(a.dir / "state")).remove(kill=True)
 
     def logs(self) -> str:
         parts = []
