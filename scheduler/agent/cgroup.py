@@ -29,6 +29,7 @@ from typing import Any
 SYSTEMD, CGROUP2, PROCESS_GROUP = "systemd", "cgroup2", "process-group"
 SLICE = "hasched.slice"
 CONTROLLERS = ("memory", "cpu")
+LIMITS = {"memory_max": "memory", "cpu_weight": "cpu"}  # each limit's controller
 GONE_WAIT = 5.0  # seconds to wait for killed processes to leave the cgroup
 
 
@@ -101,12 +102,16 @@ class ProcessGroup:
 class Cgroup(ProcessGroup):
     """A cgroup v2 directory of the run's own, and v1 ones for limits on a hybrid hierarchy."""
 
-    def __init__(self, plan: dict[str, Any], leaf: str, create: bool = True):
+    def __init__(self, plan: dict[str, Any], leaf: str, create: bool = True,
+                 controllers: set[str] | None = None):
+        """`controllers`: the v1 ones the run needs (its limits), None: all (to clean up).
+        Most runs have no limits and so cost one cgroup, not three."""
         super().__init__()
         self.path = os.path.join(plan["dir"], leaf)
         self.home = plan["home"]
         self.has_kill = plan["kill"]
-        self.v1 = {c: (os.path.join(d[0], leaf), d[1]) for c, d in plan["v1"].items()}
+        self.v1 = {c: (os.path.join(d[0], leaf), d[1]) for c, d in plan["v1"].items()
+                   if controllers is None or c in controllers}
         self.made: list[str] = []
         for path in (self.path, *(d for d, _ in self.v1.values())):
             if create:
@@ -114,7 +119,8 @@ class Cgroup(ProcessGroup):
                     os.mkdir(path, 0o700)
                 except FileExistsError:
                     pass  # a supervisor before this one died: its leftovers go with ours
-            if os.path.isdir(path):
+                self.made.append(path)
+            elif os.path.isdir(path):
                 self.made.append(path)
 
     def _write_limit(self, controller: str, file: str, text: str) -> None:
@@ -251,7 +257,7 @@ class Scope(Cgroup):
 
 def _limit_file(name: str, value: int, plan: dict[str, Any]) -> tuple[str, str, str]:
     """(controller, file, text) setting a limit; raises LimitError when it cannot be had."""
-    controller = {"memory_max": "memory", "cpu_weight": "cpu"}[name]
+    controller = LIMITS[name]
     if controller in plan["v2"]:
         return controller, {"memory": "memory.max", "cpu": "cpu.weight"}[controller], str(value)
     if controller in plan["v1"]:
@@ -292,7 +298,7 @@ def open_run_group(spec: dict[str, Any], rundir: str) -> tuple[ProcessGroup, str
     try:
         if kind == SYSTEMD:
             return Scope(plan, leaf_name(rundir), limits), None
-        group = Cgroup(plan, leaf_name(rundir))
+        group = Cgroup(plan, leaf_name(rundir), controllers={LIMITS[n] for n in limits})
     except OSError as e:
         return ProcessGroup(), f"cannot create the run's cgroup: {e.strerror or e}"
     try:
