@@ -33,12 +33,16 @@ def reset_epoch(config: str, epoch: int) -> int:
         print(f"{config}: something listens on {cfg.listen_host}:{cfg.listen_port}: stop the "
               f"agent first (it keeps its epoch in memory)", file=sys.stderr)
         return 1
-    if not (cfg.state_dir / "agent.sqlite").is_file():
-        print(f"{config}: state_dir: no agent store in {cfg.state_dir}", file=sys.stderr)
-        return 1
     try:
+        if not (cfg.state_dir / "agent.sqlite").is_file():
+            print(f"{config}: state_dir: no agent store in {cfg.state_dir}", file=sys.stderr)
+            return 1
         store = Store(cfg.state_dir)
-    except (StoreError, OSError) as e:
+    except OSError as e:
+        print(f"{config}: state_dir: {cfg.state_dir}: {e.strerror or e} (run this as the "
+              f"agent's account)", file=sys.stderr)
+        return 1
+    except StoreError as e:
         print(f"{config}: state_dir: {e}", file=sys.stderr)
         return 1
     try:
