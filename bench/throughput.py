@@ -42,6 +42,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scheduler.agent import containment  # noqa: E402
 from scheduler.dispatch import Dispatcher  # noqa: E402
 from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso  # noqa: E402
 from scheduler.protocol import AgentClient  # noqa: E402
@@ -233,6 +234,8 @@ def main() -> None:
             for ag in agents:
                 ag.stop()
             time.sleep(2)  # let the last supervisors of `true` finish before the dir goes
+            for ag in agents:  # the cgroups of runs that ended after their agent stopped
+                containment.prepare(ag.name, str(ag.dir / "state")).remove(kill=True)
     print(f"baseline A, raw SQLite, 1 row per transaction  : {a:9.0f} rows/s")
     print(f"baseline B, raw SQLite, {args.batch} rows per transaction: {b:9.0f} rows/s")
     print(f"ledger only (create + update, BatchWriter)     : {lo:9.0f} runs/s "
