@@ -7,9 +7,10 @@ The agent starts one supervisor per run in a new session, so that the run surviv
 restart or crash. Normally the launcher forks it: a process started once by the agent that has
 this module imported already, so a run costs one fork instead of an interpreter start-up.
 
-The supervisor starts the command in its own process group, copies its output into RUNDIR/stdout
-and RUNDIR/stderr (up to the limit), enforces the timeout, and writes RUNDIR/result.json when
-the command is over. SIGTERM from the agent means "cancel".
+The supervisor starts the command in a group of the run's own (a cgroup, or its process group:
+see cgroup.py), copies its output into RUNDIR/stdout and RUNDIR/stderr (up to the limit, the
+rest counted), enforces the timeout, ends whatever is left of the run once the command is over,
+and then writes RUNDIR/result.json. SIGTERM from the agent means "cancel".
 
 Standard library only: the launcher should start fast and stay small, and it must not import
 the agent's code (nor hold its sockets, database or token).

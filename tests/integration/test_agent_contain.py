@@ -181,3 +181,24 @@ def test_no_process_of_the_runs_is_left(
     left = [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(
         p.info["cmdline"] or [])]
     assert not [p for p in left if not gone(p.pid)], left
+
+
+def test_the_job_of_a_supervisor_that_died_is_killed_with_its_cgroup(
+        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:  # noqa: F811
+    a = start(agent_factory, "cgroup")
+    pidfile = tmp_path / "job"
+
+    async def body() -> dict:
+        c = a.client()
+        try:
+            await c.dispatch(order("orphan@1", ["sh", "-c", f'echo $$ > "{pidfile}"; sleep 300']))
+            child_pid(pidfile)
+            (sup,) = a.supervisors()
+            sup.kill()  # SIGKILL: no result, and nobody left to end the job
+            return await wait_final(c, "orphan@1")
+        finally:
+            await c.close()
+
+    done = run_async(body)
+    assert done["state"] == "failed" and "supervisor died" in done["reason"], done
+    assert gone(child_pid(pidfile)), "the job outlived its dead supervisor"
