@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import subprocess
 from typing import Any
 
 from scheduler.agent.cgroup import (
@@ -120,15 +122,30 @@ class Plan:
                 pass  # runs left to their supervisors, which the next agent adopts
 
 
-def _systemd_plan(found: list[tuple[str, str, set[str]]]) -> Plan | None:
+def _systemd_plan(found: list[tuple[str, str, set[str]]]) -> tuple[Plan | None, str]:
+    """The systemd plan, once a probe scope worked; else (None, why not, or "")."""
     v2 = [m for m, fstype, _ in found if fstype == "cgroup2"]
     if not os.path.isdir("/run/systemd/system") or not v2 or os.geteuid() != 0:
-        return None
-    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        exe = os.path.join(d, "systemd-run")
-        if os.access(exe, os.X_OK):
-            return Plan(SYSTEMD, exe=exe, mount=v2[0], slice=SLICE)
-    return None
+        return None, ""
+    exe = shutil.which("systemd-run")
+    if exe is None:
+        return None, "systemd-run not found"
+    # One scope made and gone, as each run's will be: where systemd puts it is where runs are
+    # killed, so it is read, not assumed.
+    unit = f"hasched-probe-{os.getpid()}"
+    try:
+        probe = subprocess.run(
+            [exe, "--scope", "--quiet", "--collect", f"--slice={SLICE}", f"--unit={unit}",
+             "--", "cat", "/proc/self/cgroup"], capture_output=True, text=True, timeout=20,
+            stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, f"systemd-run --scope failed: {e}"
+    where = [line[3:] for line in probe.stdout.splitlines() if line.startswith("0::")]
+    if probe.returncode != 0 or not where or not where[0].endswith(f"/{unit}.scope"):
+        why = " ".join((probe.stderr or probe.stdout).split())[:200]
+        return None, f"systemd-run --scope failed (status {probe.returncode}): {why}"
+    slice_dir = os.path.dirname(where[0]).lstrip("/")
+    return Plan(SYSTEMD, exe=exe, mount=v2[0], slice=slice_dir), ""
 
 
 def subtree_name(agent_name: str, state_dir: str) -> str:
@@ -145,13 +162,19 @@ def prepare(agent_name: str, state_dir: str) -> Plan:
         own = own_cgroups()
     except OSError as e:
         return Plan(PROCESS_GROUP, f"cannot read this process's cgroups: {e}")
-    plan = _systemd_plan(found)
-    if plan is not None:
-        return plan
+    plan, why_not = _systemd_plan(found)
+    if plan is None:
+        plan = _cgroup2_plan(found, own, subtree_name(agent_name, state_dir))
+    if why_not:  # systemd is there, but its scopes could not be had
+        plan.note = why_not + (f"; {plan.note}" if plan.note else "")
+    return plan
+
+
+def _cgroup2_plan(found: list[tuple[str, str, set[str]]], own: dict[str, str],
+                  name: str) -> Plan:
     v2 = [m for m, fstype, _ in found if fstype == "cgroup2"]
     if not v2 or "" not in own:
         return Plan(PROCESS_GROUP, "no cgroup v2 file system is mounted")
-    name = subtree_name(agent_name, state_dir)
     home = _join(v2[0], own[""])
     base = os.path.join(home, name)
     try:

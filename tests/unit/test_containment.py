@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from scheduler.agent import cgroup, containment
@@ -66,3 +68,38 @@ def test_a_limit_without_its_controller_is_refused(tmp_path) -> None:
     group, error = cgroup.open_run_group({"cgroup": plan, "cpu_weight": 50}, "/x/run.1")
     assert error == "cpu_weight: this agent cannot enforce it (no cpu controller for its cgroups)"
     assert not (tmp_path / "run-run.1").exists(), "the cgroup made is removed again"
+
+
+FAKE_SYSTEMD_RUN = """#!/bin/sh
+# What systemd-run --scope does, as far as the agent can tell: the command runs in the scope.
+for a in "$@"; do case "$a" in --unit=*) unit=${a#--unit=};; --slice=*) slice=${a#--slice=};;
+esac; done
+[ -n "$FAIL" ] && { echo "Failed to start transient scope unit: Access denied" >&2; exit 1; }
+echo "0::/$slice/$unit.scope"
+"""
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_systemd_scopes_are_probed_once_and_their_place_is_read(tmp_path, monkeypatch,
+                                                                fail) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the systemd kind is for an agent running as root")
+    fake = tmp_path / "bin" / "systemd-run"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_SYSTEMD_RUN)
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("FAIL", "1" if fail else "")
+    real_isdir = os.path.isdir
+    monkeypatch.setattr(os.path, "isdir", lambda p: p == "/run/systemd/system" or real_isdir(p))
+    found = [("/sys/fs/cgroup", "cgroup2", {"rw"})]
+    plan, why_not = containment._systemd_plan(found)
+    if fail:
+        assert plan is None
+        assert why_not == ("systemd-run --scope failed (status 1): Failed to start transient "
+                           "scope unit: Access denied")
+    else:
+        assert why_not == "" and plan is not None
+        assert plan.to_spec() == {"kind": "systemd", "exe": str(fake), "mount": "/sys/fs/cgroup",
+                                  "slice": "hasched.slice"}
+        assert plan.health() == {"kind": "systemd", "limits": ["memory", "cpu"], "note": None}
