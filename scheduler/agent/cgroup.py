@@ -139,18 +139,30 @@ class Cgroup(ProcessGroup):
 
     def leave(self) -> None:
         me = str(os.getpid())
-        write_text(os.path.join(self.home, "cgroup.procs"), me)
+        try:
+            write_text(os.path.join(self.home, "cgroup.procs"), me)
+        except OSError as e:
+            # The job has started: the run goes on, but its cgroup holds its supervisor too,
+            # so it is killed pid by pid, this one spared (no cgroup.kill nor freeze).
+            self.inside = True
+            os.write(2, f"cannot leave the run's cgroup {self.path}: {e}\n".encode())
         for _, home in self.v1.values():
-            write_text(os.path.join(home, "cgroup.procs"), me)
+            try:
+                write_text(os.path.join(home, "cgroup.procs"), me)
+            except OSError:
+                pass  # a limit then counts the supervisor too: no harm to the kill
+
+    inside = False  # the supervisor could not leave the run's cgroup (see leave())
 
     def pids(self) -> list[int]:
         try:
-            return [int(p) for p in read_text(os.path.join(self.path, "cgroup.procs")).split()]
+            pids = [int(p) for p in read_text(os.path.join(self.path, "cgroup.procs")).split()]
         except (OSError, ValueError):
             return []
+        return [p for p in pids if p != os.getpid()] if self.inside else pids
 
     def signal(self, sig: int) -> None:
-        if sig == signal.SIGKILL and self.has_kill:
+        if sig == signal.SIGKILL and self.has_kill and not self.inside:
             try:
                 write_text(os.path.join(self.path, "cgroup.kill"), "1")
                 return
@@ -158,7 +170,7 @@ class Cgroup(ProcessGroup):
                 pass
         freeze = os.path.join(self.path, "cgroup.freeze")
         frozen = False
-        if sig == signal.SIGKILL and os.path.exists(freeze):
+        if sig == signal.SIGKILL and not self.inside and os.path.exists(freeze):
             # No cgroup.kill: frozen, nothing in it can fork between our reading of
             # cgroup.procs and the kills; a frozen process still dies of SIGKILL.
             try:
@@ -178,6 +190,8 @@ class Cgroup(ProcessGroup):
                 pass
 
     def empty(self) -> bool:
+        if self.inside:
+            return not self.pids()
         try:
             return "populated 0" in read_text(os.path.join(self.path, "cgroup.events"))
         except OSError:
