@@ -42,6 +42,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from scheduler.agent import containment  # noqa: E402
 from scheduler.dispatch import Dispatcher  # noqa: E402
 from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso  # noqa: E402
 from scheduler.protocol import AgentClient  # noqa: E402
@@ -58,14 +59,14 @@ def free_port() -> int:
 class LocalAgent:
     """A real `hasched agent run` on a loopback port, in its own session."""
 
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, extra: str = "") -> None:
         self.name, self.dir, self.port = name, root / f"agent-{name}", free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir.mkdir(parents=True)
         (self.dir / "token").write_text(TOKEN + "\n")
         (self.dir / "agent.toml").write_text(
             f'[agent]\nname = "{name}"\nlisten = "127.0.0.1:{self.port}"\n'
-            f'state_dir = "{self.dir / "state"}"\ntoken_file = "{self.dir / "token"}"\n')
+            f'state_dir = "{self.dir / "state"}"\ntoken_file = "{self.dir / "token"}"\n' + extra)
         log = open(self.dir / "agent.log", "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "scheduler", "agent", "run", "--config",
@@ -206,13 +207,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=600)
     ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--jobs-as-agent", action="store_true",
+                    help="jobs run as the agent's own account (allow_agent_account), not as "
+                         "the default user (nobody, when the agent is root)")
+    ap.add_argument("--no-cgroups", action="store_true",
+                    help="cgroups = false: runs in their process group only")
     args = ap.parse_args()
+    extra = ""
+    if args.jobs_as_agent:
+        import pwd  # noqa: PLC0415
+        extra += (f'allow_agent_account = true\n'
+                  f'default_user = "{pwd.getpwuid(os.getuid()).pw_name}"\n')
+    if args.no_cgroups:
+        extra += "cgroups = false\n"
     with tempfile.TemporaryDirectory(prefix="hasched-bench-") as tmp:
         root = Path(tmp)
         a = baseline(root / "base-a.sqlite", min(args.runs, 2000), 1)
         b = baseline(root / "base-b.sqlite", args.runs * 10, args.batch)
         lo = asyncio.run(ledger_only(root / "ledger.sqlite", args.runs * 10, args.batch))
-        agents = [LocalAgent(root, "b1"), LocalAgent(root, "b2")]
+        agents = [LocalAgent(root, "b1", extra), LocalAgent(root, "b2", extra)]
         try:
             e2e = asyncio.run(end_to_end(root, agents, args.runs, args.batch, "e2e.sqlite"))
             time.sleep(3)  # let the supervisors of the first pass finish
@@ -221,6 +234,8 @@ def main() -> None:
             for ag in agents:
                 ag.stop()
             time.sleep(2)  # let the last supervisors of `true` finish before the dir goes
+            for ag in agents:  # the cgroups of runs that ended after their agent stopped
+                containment.prepare(ag.name, str(ag.dir / "state")).remove(kill=True)
     print(f"baseline A, raw SQLite, 1 row per transaction  : {a:9.0f} rows/s")
     print(f"baseline B, raw SQLite, {args.batch} rows per transaction: {b:9.0f} rows/s")
     print(f"ledger only (create + update, BatchWriter)     : {lo:9.0f} runs/s "

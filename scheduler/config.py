@@ -69,6 +69,11 @@ class AgentConfig:
     kill_grace: float = 10.0
     retention: float = 7 * 86400.0
     tls: TLSConfig | None = None
+    # The account of jobs that name none; None: "nobody" when the agent runs as root, else the
+    # agent's own account (which then needs allow_agent_account).
+    default_user: str | None = None
+    allow_agent_account: bool = False  # may jobs run as the agent's account (can read its token)
+    cgroups: bool = True  # false: runs are killed by process group only (see agent/cgroup.py)
 
 
 class _Reader:
@@ -104,6 +109,12 @@ class _Reader:
         if Path(value).is_absolute():
             return Path(value)
         return (self.path.parent / value).resolve()
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            self.fail((key,), "must be true or false")
+        return value
 
     def listen(self, default_port: int) -> tuple[str, int]:
         value = self.string("listen", f"127.0.0.1:{default_port}")
@@ -193,7 +204,7 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     _check_tables(path, lines, data, ("agent",))
     main = _Reader(path, lines, ("agent",), data.get("agent", {}))
     main.only(("name", "listen", "state_dir", "token_file", "output_limit", "kill_grace",
-               "retention", "tls"))
+               "retention", "tls", "default_user", "allow_agent_account", "cgroups"))
     host, port = main.listen(8481)
     return AgentConfig(
         path=path,
@@ -206,6 +217,9 @@ def load_agent_config(path: str | Path) -> AgentConfig:
         kill_grace=main.convert("kill_grace", parse_duration, 10.0),
         retention=main.convert("retention", parse_duration, 7 * 86400.0),
         tls=main.tls(),
+        default_user=main.string("default_user"),
+        allow_agent_account=main.boolean("allow_agent_account", False),
+        cgroups=main.boolean("cgroups", True),
     )
 
 

@@ -174,7 +174,9 @@ class Dispatcher:
                               env=dict(getattr(job, "env", None) or {}),
                               cwd=getattr(job, "cwd", None), user=getattr(job, "user", None),
                               timeout=_seconds(getattr(job, "timeout", None)),
-                              start_at=self._start_at(row))
+                              start_at=self._start_at(row),
+                              memory_max=getattr(job, "memory_max", None),
+                              cpu_weight=getattr(job, "cpu_weight", None))
         try:
             created, run = await self.clients[agent].dispatch(order)
         except AgentUnreachable as e:
@@ -289,9 +291,11 @@ class Dispatcher:
 
     @staticmethod
     def _result_fields(run: dict[str, Any]) -> dict[str, Any]:
+        dropped = (run.get("output") or {}).get("dropped") or {}
         return {"state": run["state"], "exit_code": run.get("exit_code"),
                 "reason": run.get("reason"), "started_at": run.get("started_at"),
-                "finished_at": run.get("finished_at"), "epoch": run.get("epoch")}
+                "finished_at": run.get("finished_at"), "epoch": run.get("epoch"),
+                "stdout_dropped": dropped.get("stdout"), "stderr_dropped": dropped.get("stderr")}
 
     async def _final(self, row: dict[str, Any], fields: dict[str, Any]) -> bool:
         done = await self.writer.write([Change("update", row["run_id"], row["attempt"],

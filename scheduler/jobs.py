@@ -50,6 +50,8 @@ class Job:
     env: Mapping[str, str] = field(default_factory=lambda: NO_ENV)
     cwd: str | None = None
     user: str | None = None
+    memory_max: int | None = None  # bytes, the run's cgroup limit (None: none)
+    cpu_weight: int | None = None  # 1 to 10000, cgroup v2's cpu.weight (100: the default)
     description: str = ""
     source: str = ""  # "file:line" of the [job.NAME] header
 
@@ -75,5 +77,6 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "concurrency": job.concurrency,
         "misfire": {"policy": job.misfire.policy, "grace": job.misfire.grace},
         "after": list(job.after), "calendar": job.calendar, "env": dict(job.env),
-        "cwd": job.cwd, "user": job.user, "description": job.description, "source": job.source,
+        "cwd": job.cwd, "user": job.user, "memory_max": job.memory_max,
+        "cpu_weight": job.cpu_weight, "description": job.description, "source": job.source,
     }

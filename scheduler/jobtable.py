@@ -16,13 +16,14 @@ from typing import Any
 
 from scheduler.calendars import Calendar
 from scheduler.jobs import CONCURRENCY, JOB_NAME, MISFIRE_POLICIES, NO_ENV, Job, Misfire, Retries
+from scheduler.protocol import MAX_CPU_WEIGHT, MAX_MEMORY, MIN_MEMORY
 from scheduler.tomlsrc import SourceError, SourceMap
 from scheduler.triggers import Trigger, make_trigger
-from scheduler.units import parse_duration
+from scheduler.units import parse_duration, parse_size
 
 FIELDS = ("command", "schedule", "every", "at", "timezone", "agent", "pool", "timeout",
           "retries", "concurrency", "misfire", "after", "calendar", "env", "cwd", "user",
-          "description")
+          "memory_max", "cpu_weight", "description")
 _FIELD_SET = frozenset(FIELDS)
 _cached_duration = lru_cache(maxsize=4096)(parse_duration)  # job files repeat a few values
 _COMMAND_HINT = 'e.g. command = ["/usr/local/bin/backup", "--full"]'
@@ -76,6 +77,7 @@ class JobTableReader:
         env = self.env(name, table.get("env", {}))
         cwd = self.string(name, table, "cwd")
         user = self.string(name, table, "user")
+        memory_max, cpu_weight = self.limits(name, table)
         description = self.string(name, table, "description", allow_empty=True) or ""
         if len(self.errors) > before:
             return None
@@ -84,7 +86,8 @@ class JobTableReader:
                    agent=agent and intern(agent), pool=pool and intern(pool), timeout=timeout,
                    retries=retries, concurrency=concurrency,
                    misfire=misfire, after=after, calendar=calendar_name, env=env, cwd=cwd,
-                   user=user, description=description,
+                   user=user, memory_max=memory_max, cpu_weight=cpu_weight,
+                   description=description,
                    source=f"{self.path}:{self.lines.header_line('job', name) or 1}")
 
     def command(self, name: str, value: Any) -> tuple[str, ...]:
@@ -192,6 +195,27 @@ class JobTableReader:
         if name in value:
             self.error(name, ("after",), "a job cannot run after itself")
         return tuple(value)
+
+    def limits(self, name: str, table: dict) -> tuple[int | None, int | None]:
+        """memory_max (a size) and cpu_weight, within what the agents accept (protocol)."""
+        memory = table.get("memory_max")
+        if memory is not None:
+            try:
+                memory = parse_size(memory)
+            except ValueError as exc:
+                self.error(name, ("memory_max",), str(exc))
+                memory = None
+            else:
+                if not MIN_MEMORY <= memory <= MAX_MEMORY:
+                    self.error(name, ("memory_max",), "must be between 1MiB and 1024TiB")
+                    memory = None
+        weight = table.get("cpu_weight")
+        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, int)
+                                   or not 1 <= weight <= MAX_CPU_WEIGHT):
+            self.error(name, ("cpu_weight",),
+                       f"must be an integer from 1 to {MAX_CPU_WEIGHT} (100: the default share)")
+            weight = None
+        return memory, weight
 
     def env(self, name: str, value: Any) -> Mapping[str, str]:
         if not isinstance(value, dict) or not all(

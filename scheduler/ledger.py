@@ -22,7 +22,7 @@ OPEN_STATES = ("scheduled", "dispatched", "running")
 FINAL_STATES = ("succeeded", "failed", "timed-out", "cancelled", "lost")
 RUN_FIELDS = ("run_id", "attempt", "job", "nominal", "state", "agent", "epoch", "exit_code",
               "reason", "scheduled_at", "dispatched_at", "started_at", "finished_at",
-              "output_path", "manual")
+              "output_path", "manual", "stdout_dropped", "stderr_dropped")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS runs (
     state TEXT NOT NULL, agent TEXT, epoch INTEGER, exit_code INTEGER, reason TEXT,
     scheduled_at TEXT, dispatched_at TEXT, started_at TEXT, finished_at TEXT,
     output_path TEXT, manual INTEGER NOT NULL DEFAULT 0,
+    stdout_dropped INTEGER, stderr_dropped INTEGER,
     PRIMARY KEY (run_id, attempt));
 CREATE INDEX IF NOT EXISTS runs_job_nominal ON runs (job, nominal);
 CREATE INDEX IF NOT EXISTS runs_nominal ON runs (nominal);
@@ -122,6 +123,10 @@ class Ledger:
         for col in ("first_seen", "trigger"):
             if col not in cols:
                 self._w.execute(f"ALTER TABLE job_state ADD COLUMN {col} TEXT")
+        cols = {r[1] for r in self._w.execute("PRAGMA table_info(runs)")}
+        for col in ("stdout_dropped", "stderr_dropped"):  # output beyond the agent's limit
+            if col not in cols:
+                self._w.execute(f"ALTER TABLE runs ADD COLUMN {col} INTEGER")
 
     def close(self) -> None:
         with self._wlock, self._rlock:

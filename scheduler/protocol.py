@@ -8,12 +8,15 @@ through `AgentClient`.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import ssl
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
+
+log = logging.getLogger("hasched.dispatch")
 
 # Run states (docs/interfaces.md). Only RUNNING is not final.
 RUNNING = "running"
@@ -27,6 +30,20 @@ FINAL_STATES = frozenset(STATES) - {RUNNING}
 STREAMS = ("stdout", "stderr")
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MAX_RUN_ID = 256
+# A run id is a file name at the agent and a URL path segment everywhere: no '/', '..', control
+# characters or spaces, nothing a path or a URL would reinterpret (planner: JOB@TIME).
+RUN_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:@+~=,-]{{0,{MAX_RUN_ID - 1}}}")
+RUN_ID_RULE = (f"must be 1 to {MAX_RUN_ID} characters: letters, digits and ._:@+~=,- "
+               f"(not first)")
+# Epochs: +1 per promotion (resource-agents), so 2^53 (exact in every JSON reader) is never
+# reached; an order more than MAX_EPOCH_STEP above what an agent has seen is refused (a bare
+# request cannot fence every scheduler off for good). docs/interfaces.md, "Epochs".
+MAX_EPOCH = 2**53
+MAX_EPOCH_STEP = 1_000_000
+MAX_MEMORY = 2**50  # bytes: a PiB; cgroup files take any 64-bit number, a job file should not
+MIN_MEMORY = 1024 * 1024
+MAX_TIMEOUT = 366 * 86400 * 10  # seconds: ten years
+MAX_CPU_WEIGHT = 10_000  # cgroup v2's cpu.weight range, 1 to 10000 (100: the default share)
 
 
 class ProtocolError(ValueError):
@@ -71,6 +88,8 @@ def make_run(
     stdout_bytes: int = 0,
     stderr_bytes: int = 0,
     truncated: bool = False,
+    stdout_dropped: int = 0,
+    stderr_dropped: int = 0,
 ) -> dict[str, Any]:
     """The RUN object of the agent API, with every field present."""
     if state not in STATES:
@@ -87,16 +106,27 @@ def make_run(
         "started_at": started_at,
         "finished_at": finished_at,
         "acked": acked,
-        "output": {"stdout": stdout_bytes, "stderr": stderr_bytes, "truncated": truncated},
+        # dropped: bytes beyond the agent's output_limit, per stream (truncated: any were).
+        "output": {"stdout": stdout_bytes, "stderr": stderr_bytes, "truncated": truncated,
+                   "dropped": {"stdout": stdout_dropped, "stderr": stderr_dropped}},
     }
 
 
-def _int_field(body: dict[str, Any], name: str, minimum: int) -> int:
+def valid_run_id(run_id: Any) -> bool:
+    return isinstance(run_id, str) and RUN_ID.fullmatch(run_id) is not None
+
+
+def _int_field(body: dict[str, Any], name: str, minimum: int, maximum: int = MAX_EPOCH) -> int:
     value = body.get(name)
     # bool is an int in Python; `true` is not an attempt number.
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ProtocolError(f"field '{name}': must be an integer >= {minimum}")
+    if (not isinstance(value, int) or isinstance(value, bool)
+            or not minimum <= value <= maximum):
+        raise ProtocolError(f"field '{name}': must be an integer from {minimum} to {maximum}")
     return value
+
+
+def _limit_field(body: dict[str, Any], name: str, minimum: int, maximum: int) -> int | None:
+    return None if body.get(name) is None else _int_field(body, name, minimum, maximum)
 
 
 @dataclass(frozen=True)
@@ -113,6 +143,10 @@ class DispatchOrder:
     # Sent ahead: the agent records the run at once and starts it when its clock reaches this
     # (ISO UTC); None or a past time: at once.
     start_at: str | None = None
+    # Limits of the run's cgroup (bytes; cgroup v2 cpu.weight): None, none asked for. An agent
+    # that cannot enforce one fails the run rather than ignore it.
+    memory_max: int | None = None
+    cpu_weight: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         # Not dataclasses.asdict, which deep-copies value by value (~15 us, on both sides of
@@ -127,16 +161,8 @@ class DispatchOrder:
         if not isinstance(body, dict):
             raise ProtocolError("body: must be a JSON object")
         run_id = body.get("run_id")
-        if (
-            not isinstance(run_id, str)
-            or not run_id
-            or len(run_id) > MAX_RUN_ID
-            or not run_id.isprintable()
-            or "/" in run_id
-        ):
-            raise ProtocolError(
-                f"field 'run_id': must be 1 to {MAX_RUN_ID} printable characters, no '/'"
-            )
+        if not valid_run_id(run_id):
+            raise ProtocolError(f"field 'run_id': {RUN_ID_RULE}")
         job = body.get("job")
         if not isinstance(job, str) or not JOB_NAME.match(job):
             raise ProtocolError(f"field 'job': must match {JOB_NAME.pattern}")
@@ -164,9 +190,11 @@ class DispatchOrder:
             raise ProtocolError("field 'user': must be a user name or null")
         timeout = body.get("timeout")
         if timeout is not None and (
-            not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0
+            not isinstance(timeout, int | float) or isinstance(timeout, bool)
+            or not 0 < timeout <= MAX_TIMEOUT  # NaN too
         ):
-            raise ProtocolError("field 'timeout': must be a positive number of seconds or null")
+            raise ProtocolError(f"field 'timeout': must be a number of seconds from 0 to "
+                                f"{MAX_TIMEOUT} (exclusive of 0), or null")
         start_at = body.get("start_at")
         if start_at is not None:
             if not isinstance(start_at, str):
@@ -176,8 +204,10 @@ class DispatchOrder:
             except ProtocolError:
                 raise ProtocolError("field 'start_at': must be an ISO-8601 UTC time or null"
                                     ) from None
+        memory_max = _limit_field(body, "memory_max", MIN_MEMORY, MAX_MEMORY)
+        cpu_weight = _limit_field(body, "cpu_weight", 1, MAX_CPU_WEIGHT)
         return cls(run_id, job, attempt, epoch, list(command), dict(env), cwd, user, timeout,
-                   start_at)
+                   start_at, memory_max, cpu_weight)
 
 
 _ORDER_FIELDS = tuple(f.name for f in fields(DispatchOrder))
@@ -230,6 +260,7 @@ class AgentClient:
         # agent would hold a promotion (and so the failover) for the whole `timeout`.
         self._connect_timeout = min(connect_timeout, timeout)
         self._session: Any = None
+        self._bad: set[str] = set()  # invalid run ids already logged
 
     def __repr__(self) -> str:  # never show the token
         return f"AgentClient({self.name!r}, {self.url!r})"
@@ -303,12 +334,23 @@ class AgentClient:
     async def runs(
         self, *, unacked: bool = False, since: datetime | None = None
     ) -> list[dict[str, Any]]:
+        """The agent's runs, those with an invalid id left out: an agent from before ids were
+        checked may hold one like '..', which no URL names; adopted, it would be asked after
+        forever. Logged once per id."""
         params: dict[str, str] = {}
         if unacked:
             params["unacked"] = "1"
         if since is not None:
             params["since"] = iso(since) or ""
-        return (await self._call("GET", "/v1/runs", params=params))[1]["runs"]
+        runs = (await self._call("GET", "/v1/runs", params=params))[1]["runs"]
+        if all(valid_run_id(r.get("run_id")) for r in runs):
+            return runs
+        for run in runs:
+            if not valid_run_id(run.get("run_id")) and str(run.get("run_id")) not in self._bad:
+                self._bad.add(str(run.get("run_id")))
+                log.warning("agent %s holds a run with an invalid id %r: ignored", self.name,
+                            run.get("run_id"))
+        return [r for r in runs if valid_run_id(r.get("run_id"))]
 
     async def run(self, run_id: str, attempt: int) -> dict[str, Any] | None:
         return (await self._call("GET", self._run_path(run_id, attempt), allow_404=True))[1]

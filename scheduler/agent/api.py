@@ -21,6 +21,7 @@ import scheduler
 from scheduler.agent.runner import Runner
 from scheduler.agent.store import RunRecord, Store
 from scheduler.protocol import (
+    MAX_EPOCH_STEP,
     RUNNING,
     STREAMS,
     DispatchOrder,
@@ -39,8 +40,10 @@ def error(status: int, message: str, **extra: Any) -> web.Response:
 
 
 class AgentAPI:
-    def __init__(self, name: str, token: str, store: Store, runner: Runner):
+    def __init__(self, name: str, token: str, store: Store, runner: Runner,
+                 containment: dict[str, Any] | None = None):
         self.name = name
+        self.containment = containment or {"kind": "process-group"}
         self._token = token.encode()
         self.store = store
         self.runner = runner
@@ -83,6 +86,14 @@ class AgentAPI:
         if epoch < seen:
             log.warning("refused an order with stale epoch %d (seen %d)", epoch, seen)
             return error(409, f"stale epoch {epoch}, agent has seen {seen}", epoch=seen)
+        if epoch > seen + MAX_EPOCH_STEP:
+            # Promotions raise it by one: a jump this far is no scheduler's, and taken it would
+            # fence every real scheduler off for good. The way back is reset-epoch.
+            log.warning("refused epoch %d: more than %d above the highest seen (%d)", epoch,
+                        MAX_EPOCH_STEP, seen)
+            return error(400, f"field 'epoch': {epoch} is more than {MAX_EPOCH_STEP} above the "
+                              f"highest this agent has seen ({seen}); an admin can set the "
+                              f"agent's epoch with `hasched agent reset-epoch`")
         if epoch > seen:
             await asyncio.shield(self.store.raise_epoch(epoch))
             log.info("epoch raised from %d to %d", seen, epoch)
@@ -112,6 +123,7 @@ class AgentAPI:
         return web.json_response({
             "name": self.name, "version": scheduler.__version__,
             "epoch": self.store.epoch(), "running": self.store.count_running(),
+            "cgroups": self.containment,
         })
 
     async def raise_epoch(self, request: web.Request) -> web.Response:

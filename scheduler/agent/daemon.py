@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import pwd
 import signal
 import ssl
 import sys
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from scheduler.agent import containment as contain
 from scheduler.agent.api import AgentAPI
 from scheduler.agent.launcher import Spawner
 from scheduler.agent.runner import Runner
@@ -50,14 +53,46 @@ async def purge_loop(store: Store, retention: float) -> None:
         await asyncio.sleep(min(PURGE_INTERVAL, max(retention / 10, 0.5)))
 
 
+def default_user(cfg: AgentConfig) -> str:
+    """The account of jobs that name none: `default_user`, else nobody when the agent can
+    switch accounts (root), else the agent's own (allowed only by allow_agent_account)."""
+    if cfg.default_user is not None:
+        name = cfg.default_user
+    else:
+        name = "nobody" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        raise ConfigError(cfg.path, None, "default_user", f"no such user {name!r}") from None
+    return name
+
+
+def containment(cfg: AgentConfig) -> contain.Plan:
+    if cfg.cgroups:
+        plan = contain.prepare(cfg.name, str(cfg.state_dir))
+    else:
+        plan = contain.Plan(contain.PROCESS_GROUP, "cgroups = false in the agent's configuration")
+    if plan.kind == contain.PROCESS_GROUP:
+        log.warning("runs are not put in cgroups (%s): a run's processes are killed by process "
+                    "group, and one that calls setsid escapes; memory_max and cpu_weight fail",
+                    plan.note)
+    else:
+        log.info("each run in a cgroup of its own (%s; limits: %s)%s", plan.kind,
+                 ", ".join(plan.limits()) or "none", f"; {plan.note}" if plan.note else "")
+    return plan
+
+
 async def serve(cfg: AgentConfig, token: str) -> None:
     Path(cfg.state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     store = Store(cfg.state_dir)
     spawner = Spawner(store.output_dir)
     await spawner.start()
-    runner = Runner(store, spawner, output_limit=cfg.output_limit, kill_grace=cfg.kill_grace)
+    plan = containment(cfg)
+    runner = Runner(store, spawner, output_limit=cfg.output_limit, kill_grace=cfg.kill_grace,
+                    containment=plan.to_spec(), default_user=default_user(cfg),
+                    allow_agent_account=cfg.allow_agent_account)
     runner.recover()
-    app = AgentAPI(cfg.name, token, store, runner).app()
+    app = AgentAPI(cfg.name, token, store, runner, plan.health()).app()
     web_runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await web_runner.setup()
     site = web.TCPSite(web_runner, cfg.listen_host, cfg.listen_port, ssl_context=ssl_context(cfg))
@@ -81,6 +116,7 @@ async def serve(cfg: AgentConfig, token: str) -> None:
         await web_runner.cleanup()
         await spawner.close()
         store.close()  # commits what is queued
+        plan.remove()
 
 
 def run(config: str, log_level: str = "info") -> int:
@@ -91,6 +127,7 @@ def run(config: str, log_level: str = "info") -> int:
         if cfg.token_file is None:
             raise ConfigError(config, None, "token_file", "is required")
         token = read_token(cfg.token_file)
+        default_user(cfg)  # fail now, in one line, on an unknown account
         ctx_check = ssl_context(cfg)  # fail now, in one line, on a bad certificate or key
         del ctx_check
     except ConfigError as e:

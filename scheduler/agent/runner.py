@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scheduler.agent import cgroup
 from scheduler.agent.launcher import Spawner
 from scheduler.agent.procs import create_time, process_alive
 from scheduler.agent.store import RunRecord, Store
@@ -52,8 +53,20 @@ def format_duration(seconds: float) -> str:
 
 def outcome(result: dict[str, Any], timeout: float | None) -> tuple[str, str | None]:
     """(state, reason) from a supervisor's result.json."""
+    state, reason = _outcome(result, timeout)
+    if result.get("left_running"):  # killed and still there: stuck in the kernel (state D)
+        pids = " ".join(map(str, result["left_running"]))
+        state = FAILED if state == SUCCEEDED else state
+        reason = (f"{reason}; " if reason else "") + f"processes left running: {pids}"
+    return state, reason
+
+
+def _outcome(result: dict[str, Any], timeout: float | None) -> tuple[str, str | None]:
     if result.get("error"):
         return FAILED, str(result["error"])
+    if result.get("oom_killed") and not result.get("timed_out"):
+        code = result.get("signal") or result.get("exit_code")
+        return FAILED, f"out of memory: a process was killed at memory_max (status {code})"
     if result.get("timed_out"):
         return TIMED_OUT, f"timed out after {format_duration(timeout or 0)}"
     if result.get("cancelled"):
@@ -81,11 +94,18 @@ def _log_failed_write(fut: asyncio.Future[Any]) -> None:
 
 
 class Runner:
-    def __init__(self, store: Store, spawner: Spawner, *, output_limit: int, kill_grace: float):
+    def __init__(self, store: Store, spawner: Spawner, *, output_limit: int, kill_grace: float,
+                 containment: dict[str, Any] | None = None, default_user: str | None = None,
+                 allow_agent_account: bool = False):
         self.store = store
         self.spawner = spawner
         self.output_limit = output_limit
         self.kill_grace = kill_grace
+        # What every run's supervisor is told besides the order (cgroup plan, account policy).
+        self.containment = containment or {"kind": cgroup.PROCESS_GROUP}
+        self.settings = {"output_limit": output_limit, "kill_grace": kill_grace,
+                         "cgroup": self.containment, "default_user": default_user,
+                         "allow_agent_account": allow_agent_account}
         self.tracked: dict[tuple[str, int], Tracked] = {}
         self.accepting: dict[tuple[str, int], asyncio.Task[RunRecord]] = {}
         self._launches: set[asyncio.Task[None]] = set()
@@ -153,7 +173,7 @@ class Runner:
         launch.add_done_callback(self._launches.discard)
 
     async def _launch(self, rec: RunRecord, order: DispatchOrder) -> None:
-        spec = order.to_json() | {"output_limit": self.output_limit, "kill_grace": self.kill_grace}
+        spec = order.to_json() | self.settings
         started = {}
         if rec.start_at:
             # Noted with the supervisor: until then a restarted agent still sees the run waiting,
@@ -228,6 +248,15 @@ class Runner:
             return {"error": f"unreadable result.json: {e}"}
 
     def _fail(self, rec: RunRecord, reason: str) -> None:
+        """The run failed without its supervisor's result: whatever it left is killed."""
+        try:
+            left = cgroup.kill_run(self.containment, rec.rundir)
+        except OSError as e:
+            left = []
+            log.warning("run %s attempt %d: cannot clean its cgroup up: %s", rec.run_id,
+                        rec.attempt, e)
+        if left:
+            reason += f"; processes left running: {' '.join(map(str, left))}"
         self._write(self.store.update(rec.run_id, rec.attempt, state=FAILED, reason=reason,
                           finished_at=iso(utc_now())))
         self.tracked.pop(rec.key, None)
@@ -242,6 +271,8 @@ class Runner:
             stdout_bytes=int(result.get("stdout_bytes") or 0),
             stderr_bytes=int(result.get("stderr_bytes") or 0),
             truncated=bool(result.get("truncated")),
+            stdout_dropped=int(result.get("stdout_dropped") or 0),
+            stderr_dropped=int(result.get("stderr_dropped") or 0),
         ))
         self.tracked.pop(rec.key, None)
         log.info("run %s attempt %d %s%s", rec.run_id, rec.attempt, state,

@@ -61,10 +61,27 @@ def find_executable(name: str, env: dict[str, str]) -> str:
 
 
 def start_job(command: list[str], cwd: str, env: dict[str, str],
-              account: pwd.struct_passwd) -> tuple[int, int, int]:
+              account: pwd.struct_passwd, group: Any) -> tuple[int, int, int]:
     """(pid, stdout fd, stderr fd) of the job, started in a session of its own with stdin from
-    /dev/null. Raises OSError when it cannot be started (cwd or executable)."""
-    if account.pw_uid != os.getuid():
+    /dev/null, inside the run's `group` (a cgroup.ProcessGroup: the supervisor enters it for
+    the start, so that the job is born there, and leaves it). Raises OSError when it cannot be
+    started (cwd, executable, cgroup)."""
+    other = account.pw_uid != os.getuid()
+    if group.wraps_account:  # a systemd scope: systemd-run switches to the account itself
+        command = group.command(command, (account.pw_uid, account.pw_gid) if other else None)
+        other = False
+    else:
+        command = group.command(command, None)
+    group.enter()
+    try:
+        return _start(command, cwd, env, account, other)
+    finally:
+        group.leave()
+
+
+def _start(command: list[str], cwd: str, env: dict[str, str], account: pwd.struct_passwd,
+           other: bool) -> tuple[int, int, int]:
+    if other:
         import subprocess  # noqa: PLC0415 - see the module's docstring
 
         child = subprocess.Popen(
@@ -110,15 +127,19 @@ def default_cwd(account: pwd.struct_passwd) -> str:
 launcher_account: pwd.struct_passwd | None = None  # looked up once by the launcher
 
 
-def resolve_user(name: str | None) -> tuple[pwd.struct_passwd, str | None]:
-    """(account to run as, error or None)."""
+def resolve_user(spec: dict[str, Any]) -> tuple[pwd.struct_passwd, str | None]:
+    """(account to run the order as, error or None): the order's user, else the agent's
+    default_user. The agent's own account only where its configuration allows it
+    (allow_agent_account): a job running as the agent could read the agent's token."""
     me = launcher_account or pwd.getpwuid(os.getuid())
-    if name is None:
-        return me, None
+    name = spec.get("user") or spec.get("default_user") or me.pw_name
     try:
         account = pwd.getpwnam(name)
     except KeyError:
         return me, f"unknown user {name!r}"
+    if account.pw_uid == me.pw_uid and not spec.get("allow_agent_account"):
+        return me, (f"cannot run as user {name!r}: it is the agent's own account "
+                    f"(allow_agent_account is not set in the agent's configuration)")
     if account.pw_uid != os.getuid() and os.geteuid() != 0:
         return me, f"cannot run as user {name!r}: the agent is not running as root"
     return account, None

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from scheduler.agent.groupcommit import GroupCommitter, connect
-from scheduler.protocol import RUNNING, iso, make_run, utc_now
+from scheduler.protocol import MAX_EPOCH, RUNNING, iso, make_run, utc_now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS runs (
     stdout_bytes INTEGER NOT NULL DEFAULT 0,
     stderr_bytes INTEGER NOT NULL DEFAULT 0,
     truncated INTEGER NOT NULL DEFAULT 0,
+    stdout_dropped INTEGER NOT NULL DEFAULT 0,  -- bytes beyond output_limit, thrown away
+    stderr_dropped INTEGER NOT NULL DEFAULT 0,
     rundir TEXT NOT NULL,
     start_at TEXT,          -- set while a run sent ahead waits for its start time
     spec TEXT,              -- that run's order (JSON), to start it after an agent restart
@@ -78,6 +80,8 @@ class RunRecord:
     stderr_bytes: int
     truncated: bool
     rundir: str
+    stdout_dropped: int = 0
+    stderr_dropped: int = 0
     # Set while an order sent ahead waits for its time (started_at then holds that time in the
     # store, so that `since` and the order of runs see it; the RUN shows started_at null).
     start_at: str | None = None
@@ -94,7 +98,8 @@ class RunRecord:
             started_at=None if self.start_at else self.started_at,
             finished_at=self.finished_at, acked=self.acked,
             stdout_bytes=self.stdout_bytes, stderr_bytes=self.stderr_bytes,
-            truncated=self.truncated,
+            truncated=self.truncated, stdout_dropped=self.stdout_dropped,
+            stderr_dropped=self.stderr_dropped,
         )
 
 
@@ -126,6 +131,10 @@ class Store:
             for column in ("start_at", "spec"):  # a store from before orders sent ahead
                 if column not in columns:
                     self.db.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
+            for column in ("stdout_dropped", "stderr_dropped"):  # before they were counted
+                if column not in columns:
+                    self.db.execute(f"ALTER TABLE runs ADD COLUMN {column} "
+                                    "INTEGER NOT NULL DEFAULT 0")
             row = self.db.execute("SELECT value FROM meta WHERE key='epoch'").fetchone()
             self.committer = GroupCommitter(path)
         except sqlite3.Error as e:
@@ -143,13 +152,26 @@ class Store:
         return self.seen_epoch
 
     def raise_epoch(self, epoch: int) -> asyncio.Future[Any]:
-        """Remember `epoch` if it is higher than any seen so far; durable when the future is."""
+        """Remember `epoch` if it is higher than any seen so far; durable when the future is.
+        The caller checked its bounds (protocol.MAX_EPOCH): nothing here may fail after the
+        epoch in memory was raised."""
+        if not 0 <= epoch <= MAX_EPOCH:
+            raise ValueError(f"epoch {epoch} out of bounds")
         self.seen_epoch = max(self.seen_epoch, epoch)
         return self.committer.submit([lambda db: db.execute(
             "INSERT INTO meta (key, value) VALUES ('epoch', ?) "
             "ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
             (epoch,),
         )])
+
+    def reset_epoch(self, epoch: int) -> None:
+        """Set the epoch to `epoch`, lower or not (`hasched agent reset-epoch`, agent stopped)."""
+        if not 0 <= epoch <= MAX_EPOCH:
+            raise ValueError(f"epoch {epoch} out of bounds")
+        self.db.execute("INSERT INTO meta (key, value) VALUES ('epoch', ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (epoch,))
+        self.db.commit()
+        self.seen_epoch = epoch
 
     # -- runs ---------------------------------------------------------------------------------
     def _record(self, row: sqlite3.Row | None) -> RunRecord | None:

@@ -7,9 +7,10 @@ The agent starts one supervisor per run in a new session, so that the run surviv
 restart or crash. Normally the launcher forks it: a process started once by the agent that has
 this module imported already, so a run costs one fork instead of an interpreter start-up.
 
-The supervisor starts the command in its own process group, copies its output into RUNDIR/stdout
-and RUNDIR/stderr (up to the limit), enforces the timeout, and writes RUNDIR/result.json when
-the command is over. SIGTERM from the agent means "cancel".
+The supervisor starts the command in a group of the run's own (a cgroup, or its process group:
+see cgroup.py), copies its output into RUNDIR/stdout and RUNDIR/stderr (up to the limit, the
+rest counted), enforces the timeout, ends whatever is left of the run once the command is over,
+and then writes RUNDIR/result.json. SIGTERM from the agent means "cancel".
 
 Standard library only: the launcher should start fast and stay small, and it must not import
 the agent's code (nor hold its sockets, database or token).
@@ -29,7 +30,7 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
-from scheduler.agent import spawn
+from scheduler.agent import cgroup, spawn
 
 # Not `subprocess` nor `pathlib`: see scheduler/agent/spawn.py.
 
@@ -96,12 +97,14 @@ class Sink:
         self.file: Any = None
         self.limit = limit
         self.written = 0
+        self.dropped = 0  # bytes beyond the limit, read and thrown away
         self.truncated = False
 
     def write(self, data: bytes) -> None:
         room = self.limit - self.written
         if len(data) > room:
             self.truncated = True
+            self.dropped += len(data) - max(room, 0)
             data = data[: max(room, 0)]
         if data:
             if self.file is None:
@@ -130,6 +133,7 @@ class Supervisor:
         self.term_sent_at: float | None = None
         self.killed = False
         self.child: int | None = None  # the job's pid
+        self.group: cgroup.ProcessGroup = cgroup.ProcessGroup()  # every process of the run
         self.started_at = now_iso()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
@@ -159,21 +163,23 @@ class Supervisor:
         result["supervisor_pid"] = os.getpid()  # still the claim's content, too
         publish_result(self.rundir, result)
 
-    def _signal_group(self, sig: int) -> None:
-        assert self.child is not None
-        try:
-            os.killpg(self.child, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
     def run(self) -> None:
-        account, error = spawn.resolve_user(self.spec.get("user"))
+        account, error = spawn.resolve_user(self.spec)
         if error:
             self._finish(error=error)
             return
         if self.cancelled:  # cancelled before anything started
             self._finish()
             return
+        cwd = self.spec.get("cwd") or spawn.default_cwd(account)
+        if not os.path.isdir(cwd):  # else exec's ENOENT would read as "command not found"
+            self._finish(error=f"cwd {cwd} does not exist (or is not a directory)")
+            return
+        group, error = cgroup.open_run_group(self.spec, self.rundir)
+        if error:
+            self._finish(error=error)
+            return
+        self.group = group
         limit = int(self.spec["output_limit"])
         sinks = {
             "stdout": Sink(os.path.join(self.rundir, "stdout"), limit),
@@ -181,14 +187,24 @@ class Supervisor:
         }
         try:
             self.child, out_fd, err_fd = spawn.start_job(
-                self.spec["command"], self.spec.get("cwd") or spawn.default_cwd(account),
-                spawn.job_env(self.spec, account), account)
+                self.spec["command"], cwd, spawn.job_env(self.spec, account), account, group)
+        except cgroup.GroupError as e:
+            for s in sinks.values():
+                s.close()
+            group.close()
+            self._finish(error=str(e))
+            return
         except OSError as e:
             for s in sinks.values():
                 s.close()
+            group.close()
             what = e.strerror or str(e)
-            self._finish(error=f"cannot start {self.spec['command'][0]!r}: {what}")
+            if e.filename == cwd:  # exists, but the job's account cannot enter it
+                self._finish(error=f"cwd {cwd}: {what}")
+            else:
+                self._finish(error=f"cannot start {self.spec['command'][0]!r}: {what}")
             return
+        group.started(self.child)
         # Not fsynced: a job pid means nothing after a power cut. Rewritten in place (a reader
         # may meet a partial file and tries again later), which costs no new inode.
         write_file(os.path.join(self.rundir, CLAIM), json.dumps({
@@ -200,16 +216,28 @@ class Supervisor:
         fields: dict[str, Any] = {
             "stdout_bytes": sinks["stdout"].written, "stderr_bytes": sinks["stderr"].written,
             "truncated": sinks["stdout"].truncated or sinks["stderr"].truncated,
+            "stdout_dropped": sinks["stdout"].dropped, "stderr_dropped": sinks["stderr"].dropped,
         }
         if os.WIFSIGNALED(status):
             fields["signal"] = os.WTERMSIG(status)
         else:
             fields["exit_code"] = os.WEXITSTATUS(status)
+        if group.oom_kills():
+            fields["oom_killed"] = True
+        left = group.close()
+        if left:  # stuck in the kernel (state D): said, not hidden
+            fields["left_running"] = left
         self._finish(**fields)
 
     def _pump(self, pipes: dict[int, Sink]) -> int:
-        """Copy output until the job has exited and its pipes are drained; return wait status."""
+        """Copy output until the job has exited, every process of the run is gone and the pipes
+        are drained; return the job's wait status.
+
+        Whatever the run started ends with it: once the job (the leader) has exited, or at its
+        timeout or cancel, every process left in its group gets SIGTERM, then SIGKILL after
+        kill_grace, even after the leader was reaped."""
         assert self.child is not None
+        group = self.group
         poller = select.poll()  # not selectors: far less Python run in a forked child
         for fd in (*pipes, self.wake_r):
             poller.register(fd, select.POLLIN)
@@ -217,10 +245,11 @@ class Supervisor:
         grace = float(self.spec["kill_grace"])
         deadline = time.monotonic() + timeout if timeout else None
         status: int | None = None
+        stop_at: float | None = None  # when SIGTERM went to the run's processes
         drain_until = 0.0
         open_pipes = 2
-        while status is None or (open_pipes and time.monotonic() < drain_until):
-            for fd, _ in poller.poll(200):
+        while True:
+            for fd, _ in poller.poll(200 if open_pipes or status is None else 50):
                 if fd == self.wake_r:
                     os.read(self.wake_r, 512)  # a signal arrived; its flag is already set
                     continue
@@ -237,18 +266,24 @@ class Supervisor:
                 if pid:
                     status = st
                     drain_until = now + DRAIN_AFTER_EXIT
-                    continue
-                if deadline is not None and now >= deadline and not self.cancelled:
+                elif deadline is not None and now >= deadline and not self.cancelled:
                     self.timed_out = True
-                if (self.timed_out or self.cancelled) and self.term_sent_at is None:
-                    self._signal_group(signal.SIGTERM)
-                    self.term_sent_at = now
-                if self.term_sent_at is not None and now >= self.term_sent_at + grace:
-                    if not self.killed:
-                        self._signal_group(signal.SIGKILL)
-                        self.killed = True
-        return status
-
+            if status is not None and group.empty():
+                # Nothing of the run is left; a pipe still open was passed on to some process
+                # outside it (or the fallback's setsid escapee): drained for a while, no more.
+                if not open_pipes or now >= drain_until:
+                    return status
+                continue
+            if stop_at is None and (status is not None or self.timed_out or self.cancelled):
+                group.signal(signal.SIGTERM)
+                stop_at = now
+                if status is None:
+                    self.term_sent_at = now  # the job itself was stopped: timeout or cancel
+            if stop_at is not None and now >= stop_at + grace:
+                group.signal(signal.SIGKILL)  # again at each turn: what forked meanwhile
+                self.killed = True
+                if status is not None and now >= stop_at + grace + cgroup.GONE_WAIT:
+                    return status  # stuck in the kernel: close() names what is left
 
 def claim(rundir: str) -> bool:
     """Become THE supervisor of this run, or learn that another one already is: should a spawn

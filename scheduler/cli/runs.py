@@ -18,7 +18,7 @@ from scheduler.cli.output import (
 )
 
 RUN_ORDER = ("run_id", "attempt", "job", "state", "reason", "exit_code", "agent", "epoch",
-             "nominal", "started_at", "finished_at")
+             "nominal", "started_at", "finished_at", "truncated")
 _AGO = re.compile(r"(\d+)([smhd])")
 _SPAN = re.compile(r"(\d+[smhd])+")
 _UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -120,7 +120,17 @@ def show_run(client: Client, run_id: str, as_json: bool) -> None:
     Example: hasched runs show 'nightly-backup@2026-12-01T01:30:00Z'
     """
     run = client.get_json(f"/v1/runs/{quote(_resolve(client, run_id))}")
+    if not as_json:
+        dropped = {s: run.pop(f"{s}_dropped", None) or 0 for s in ("stdout", "stderr")}
+        run["truncated"] = ", ".join(f"{s}: {n} bytes dropped" for s, n in dropped.items() if n
+                                     ) or False
     show_record(run, RUN_ORDER, as_json)
+
+
+def truncation_mark(stream: str, dropped: int) -> str:
+    """The last line of `runs logs` for output cut at the agent's output_limit."""
+    return (f"[hasched: {stream} truncated at the agent's output_limit: {dropped} more bytes "
+            f"were dropped]")
 
 
 @runs.command("logs")
@@ -136,7 +146,12 @@ def run_logs(client: Client, run_id: str, stderr: bool, as_json: bool) -> None:
     stream = "stderr" if stderr else "stdout"
     run_id = _resolve(client, run_id)
     text = client.get_text(f"/v1/runs/{quote(run_id)}/output", {"stream": stream})
+    dropped = client.get_json(f"/v1/runs/{quote(run_id)}").get(f"{stream}_dropped") or 0
     if as_json:
-        print_json({"run_id": run_id, "stream": stream, "output": text})
-    else:
-        click.echo(text, nl=False)
+        print_json({"run_id": run_id, "stream": stream, "output": text,
+                    "truncated": bool(dropped), "dropped": dropped})
+        return
+    click.echo(text, nl=False)
+    if dropped:  # said where the output stops, on a line of its own
+        click.echo(("\n" if text and not text.endswith("\n") else "")
+                   + truncation_mark(stream, dropped))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
+from scheduler.agent import containment
 from scheduler.protocol import AgentClient, AgentUnreachable, DispatchOrder
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +60,11 @@ class Agent:
             f'state_dir = "{self.state_dir}"',
             f'token_file = "{self.token_file}"',
         ]
-        lines += [f"{k} = {v}" for k, v in {"kill_grace": '"1s"', **settings}.items()]
+        # Jobs as the tests' own account (root): they write into the tests' directories.
+        me = pwd.getpwuid(os.getuid()).pw_name
+        defaults = {"kill_grace": '"1s"', "allow_agent_account": "true",
+                    "default_user": f'"{me}"'}
+        lines += [f"{k} = {v}" for k, v in {**defaults, **settings}.items() if v is not None]
         self.config.write_text("\n".join(lines) + "\n")
         scheme = "https" if "tls" in settings else "http"
         self.url = f"{scheme}://127.0.0.1:{self.port}"
@@ -150,6 +156,12 @@ class Agent:
                 sup.kill()
             except (psutil.Error, ProcessLookupError, PermissionError):
                 pass
+        remove_cgroups("t1", self.state_dir)
+
+
+def remove_cgroups(name: str, state_dir: Path) -> None:
+    """What an agent killed by a test left of its cgroups (a stopped one removes them)."""
+    containment.prepare(name, str(state_dir)).remove(kill=True)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -22,6 +23,7 @@ from typing import Any
 import psutil
 import pytest
 
+from scheduler.agent import containment
 from scheduler.control import request
 from scheduler.protocol import AgentClient
 
@@ -103,7 +105,7 @@ def hasched(*args: str) -> list[str]:
 
 
 class Agent:
-    def __init__(self, root: Path, name: str) -> None:
+    def __init__(self, root: Path, name: str, extra: str = "") -> None:
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -113,7 +115,8 @@ class Agent:
         (self.dir / "agent.toml").write_text(
             f'[agent]\nname = "{name}"\nlisten = "127.0.0.1:{self.port}"\n'
             f'state_dir = "{self.dir / "state"}"\ntoken_file = "{self.dir / "token"}"\n'
-            'kill_grace = "2s"\n')
+            'kill_grace = "2s"\nallow_agent_account = true\n'
+            f'default_user = "{pwd.getpwuid(os.getuid()).pw_name}"\n' + extra)
         self.proc = Proc(f"agent-{name}", hasched("agent", "run", "--config",
                                                   str(self.dir / "agent.toml")),
                          self.dir / "agent.log")
@@ -210,8 +213,9 @@ class Lab:
         self.agents: list[Agent] = []
         self.schedulers: list[Scheduler] = []
 
-    def agent(self, name: str) -> Agent:
-        a = Agent(self.root, name)
+    def agent(self, name: str, extra: str = "") -> Agent:
+        """An agent; `extra`: more lines of its [agent] table."""
+        a = Agent(self.root, name, extra)
         self.agents.append(a)
         return a.start()
 
@@ -234,6 +238,7 @@ class Lab:
         for a in self.agents:
             if a.proc.alive():
                 a.kill9_with_runs()
+            containment.prepare(a.name, str(a.dir / "state")).remove(kill=True)
 
     def logs(self) -> str:
         parts = []

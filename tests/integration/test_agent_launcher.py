@@ -155,7 +155,7 @@ def test_the_exec_path_supervises_a_run_alone(tmp_path: Path) -> None:
     rundir = tmp_path / "run.1"
     rundir.mkdir()
     spec = order("alone@1", ["sh", "-c", "echo out; echo err >&2; exit 3"]).to_json() | {
-        "output_limit": 1024, "kill_grace": 1}
+        "output_limit": 1024, "kill_grace": 1, "allow_agent_account": True}
     (rundir / "spec.json").write_text(json.dumps(spec))
     subprocess.run([sys.executable, "-m", "scheduler.agent.supervise", str(rundir)],
                    cwd=REPO, check=True, timeout=DEADLINE)

@@ -36,7 +36,8 @@ def test_success_and_failure_are_recorded_with_output(shared_agent: Agent) -> No
         assert created and run["state"] == "running"
         done = await wait_final(c, "ok@2026-01-01T00:00:00Z")
         assert done["state"] == "succeeded" and done["exit_code"] == 0
-        assert done["output"] == {"stdout": 6, "stderr": 5, "truncated": False}
+        assert done["output"] == {"stdout": 6, "stderr": 5, "truncated": False,
+                                  "dropped": {"stdout": 0, "stderr": 0}}
         assert done["finished_at"] >= done["started_at"]
         assert await c.output("ok@2026-01-01T00:00:00Z", 1) == "hello\n"
         assert await c.output("ok@2026-01-01T00:00:00Z", 1, "stderr") == "oops\n"
@@ -131,7 +132,7 @@ def test_token_is_required_everywhere(shared_agent: Agent) -> None:  # noqa: F81
     assert status == 404, "a refused dispatch must record nothing"
     status, health = raw(shared_agent, "GET", "/v1/health")
     assert status == 200 and health["name"] == "t1" and set(health) == {
-        "name", "version", "epoch", "running"}
+        "name", "version", "epoch", "running", "cgroups"}
     log = shared_agent.log()
     assert "missing or wrong bearer token" in log  # refusals are logged...
     assert TOKEN not in log and "wrong-token" not in log  # ...tokens never
@@ -143,12 +144,24 @@ def test_token_is_required_everywhere(shared_agent: Agent) -> None:  # noqa: F81
     ({"command": []}, "field 'command': must be a non-empty list of strings"),
     ({"command": "echo hi"}, "field 'command': must be a non-empty list of strings"),
     ({"command": ["echo", 3]}, "field 'command': must be a non-empty list of strings"),
-    ({"attempt": 0}, "field 'attempt': must be an integer >= 1"),
-    ({"epoch": -1}, "field 'epoch': must be an integer >= 0"),
+    ({"attempt": 0}, "field 'attempt': must be an integer from 1 to 9007199254740992"),
+    ({"epoch": -1}, "field 'epoch': must be an integer from 0 to 9007199254740992"),
     ({"job": "bad job"}, "field 'job': must match"),
-    ({"timeout": "1h"}, "field 'timeout': must be a positive number of seconds or null"),
+    ({"timeout": "1h"}, "field 'timeout': must be a number of seconds from 0 to"),
     ({"cwd": "relative/dir"}, "field 'cwd': must be an absolute path or null"),
     ({"env": {"A": 1}}, "field 'env': must be an object of string names to strings"),
+    # Epochs and limits are bounded; 2^64 used to answer 500 and raise the epoch anyway.
+    ({"epoch": 2**64}, "field 'epoch': must be an integer from 0 to 9007199254740992"),
+    ({"epoch": 2**53 + 1}, "field 'epoch': must be an integer from 0 to 9007199254740992"),
+    ({"timeout": 1e308}, "field 'timeout': must be a number of seconds from 0 to"),
+    ({"memory_max": 1}, "field 'memory_max': must be an integer from 1048576 to"),
+    ({"memory_max": "1G"}, "field 'memory_max': must be an integer from 1048576 to"),
+    ({"cpu_weight": 0}, "field 'cpu_weight': must be an integer from 1 to 10000"),
+    ({"cpu_weight": 10001}, "field 'cpu_weight': must be an integer from 1 to 10000"),
+    # A run id is a file name at the agent and a URL path segment at the scheduler.
+    *[({"run_id": bad}, "field 'run_id': must be 1 to 256 characters")
+      for bad in ("..", ".", "../x", "a/b", "a\\b", "a\x01b", "a\nb", "a b", ".hidden",
+                  "", "x" * 257, 5)],
 ])
 def test_bad_orders_are_refused_in_one_line(
     shared_agent: Agent, body: bytes | dict, message: str  # noqa: F811

@@ -123,3 +123,34 @@ def test_standby_refuses_run_now(lab, tmp_path):
     proc = cli("jobs", "run", "greet", ok=False)
     assert proc.returncode == 1
     assert "this scheduler is standby" in proc.stderr and "HTTP 409" in proc.stderr
+
+
+def test_truncated_output_and_limits_reach_the_user(lab, tmp_path):
+    # An agent keeping 4KiB of each stream, and running jobs without cgroups.
+    lab.agent("w1", 'output_limit = "4KiB"\ncgroups = false\n')
+    lab.job("loud", job_toml("loud", "head -c 10000 /dev/zero | tr '\\0' x", every="1h",
+                             agent="w1", misfire="skip"))
+    lab.job("capped", job_toml("capped", "true", every="1h", agent="w1", misfire="skip")
+            + 'memory_max = "64MiB"\n')
+    sched = lab.scheduler("a", role="active")
+    token_file = tmp_path / "cli-token"
+    token_file.write_text(API_TOKEN + "\n")
+    cli = Cli(f"http://127.0.0.1:{sched.port}", token_file, tmp_path / "home")
+    wait_for("the scheduler to be active", lambda: cli.json("status")["role"] == "active")
+
+    waited = cli("jobs", "run", "loud", "--wait").stdout.splitlines()
+    assert waited[1].endswith(": succeeded"), waited
+    shown = dict(line.split(":", 1) for line in cli("runs", "show", "loud").stdout.splitlines())
+    assert shown["truncated"].strip() == "stdout: 5904 bytes dropped", shown
+    logs = wait_for("the output to be collected", lambda: (
+        (out := cli("runs", "logs", "loud").stdout).startswith("x") and out))
+    assert logs == "x" * 4096 + "\n[hasched: stdout truncated at the agent's output_limit: " \
+                                "5904 more bytes were dropped]\n"
+    assert cli("runs", "logs", "loud", "--stderr").stdout == ""  # complete: no mark
+
+    # memory_max travels to the agent, which cannot enforce it: the run fails, saying why.
+    cli("jobs", "run", "capped", "--wait", ok=False)
+    run = wait_for("capped to end", lambda: (
+        (r := cli.json("runs", "show", "capped"))["state"] == "failed" and r))
+    assert run["reason"].endswith("memory_max: this agent cannot enforce it (it runs jobs "
+                                  "without cgroups)"), run

@@ -5,13 +5,14 @@ told when it is back. The agent's POST /v1/epoch refuses a lower epoch and bad b
 from __future__ import annotations
 
 import json
+import subprocess
 import urllib.error
 import urllib.request
 
 import pytest
-from conftest import TOKEN, Lab, dump, wait_for
+from conftest import TOKEN, Lab, dump, hasched, wait_for
 
-from scheduler.protocol import DispatchOrder, StaleEpoch
+from scheduler.protocol import AgentError, DispatchOrder, StaleEpoch
 
 pytestmark = pytest.mark.integration
 
@@ -84,10 +85,17 @@ def post_epoch(url: str, body: bytes, token: str = TOKEN) -> tuple[int, dict[str
 BAD_BODIES = [
     (b"{not json", "body: not valid JSON"),
     (b"[5]", "body: must be a JSON object"),
-    (b"{}", "field 'epoch': must be an integer >= 0"),
-    (b'{"epoch": -1}', "field 'epoch': must be an integer >= 0"),
-    (b'{"epoch": "8"}', "field 'epoch': must be an integer >= 0"),
-    (b'{"epoch": true}', "field 'epoch': must be an integer >= 0"),
+    (b"{}", "field 'epoch': must be an integer from 0 to 9007199254740992"),
+    (b'{"epoch": -1}', "field 'epoch': must be an integer from 0 to 9007199254740992"),
+    (b'{"epoch": "8"}', "field 'epoch': must be an integer from 0 to 9007199254740992"),
+    (b'{"epoch": true}', "field 'epoch': must be an integer from 0 to 9007199254740992"),
+    # Above the bound: 400, never 500, and the epoch in memory untouched.
+    (b'{"epoch": 18446744073709551616}',
+     "field 'epoch': must be an integer from 0 to 9007199254740992"),
+    (b'{"epoch": 9223372036854775807}',
+     "field 'epoch': must be an integer from 0 to 9007199254740992"),
+    # In bounds, but a jump no promotion makes (+1 each): refused, not taken.
+    (b'{"epoch": 1000001}', "field 'epoch': 1000001 is more than 1000000 above the highest"),
 ]
 
 
@@ -106,3 +114,32 @@ def test_epoch_needs_the_token(lab: Lab) -> None:
     status, _ = post_epoch(a1.url, b'{"epoch": 5}', token="wrong")
     assert status == 401
     assert a1.call("health")["epoch"] == 0
+
+
+def test_epoch_jumps_by_at_most_the_bound_and_an_admin_can_reset_it(lab: Lab) -> None:
+    a1 = lab.agent("a1")
+    assert a1.call("raise_epoch", 1_000_000) == 1_000_000  # a bound's step: taken
+    status, answer = post_epoch(a1.url, b'{"epoch": 2000001}')
+    assert status == 400 and "more than 1000000 above" in str(answer["error"])
+    assert "refused epoch 2000001" in a1.proc.logtext()
+    # A dispatch with such an epoch is refused the same way and records nothing.
+    with pytest.raises(AgentError) as refused:
+        a1.call("dispatch", order(2_000_001))
+    assert refused.value.status == 400
+    assert a1.call("run", "old-active@2026-01-01T00:00:00Z", 1) is None
+    assert a1.call("health")["epoch"] == 1_000_000
+
+    # The way back: reset-epoch, locally, with the agent stopped (refused while it runs).
+    config = str(a1.dir / "agent.toml")
+    running = subprocess.run(hasched("agent", "reset-epoch", "--config", config, "--epoch", "3"),
+                             capture_output=True, text=True, timeout=60)
+    assert running.returncode == 1 and "stop the agent first" in running.stderr
+    a1.proc.stop()
+    done = subprocess.run(hasched("agent", "reset-epoch", "--config", config, "--epoch", "3"),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "epoch 1000000 -> 3" in done.stdout
+    a1.start()
+    assert a1.call("health")["epoch"] == 3
+    with pytest.raises(StaleEpoch):
+        a1.call("raise_epoch", 2)

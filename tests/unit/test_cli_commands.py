@@ -125,6 +125,23 @@ def test_runs_show_and_logs_encode_the_run_id(api):
     assert result.output == f"stderr of {RUN_ID}\n"
 
 
+def test_truncated_output_is_marked_in_runs_show_and_logs(api):
+    api.service.runs[RUN_ID].update(stdout_dropped=95904, stderr_dropped=0)
+    shown = hasched("runs", "show", RUN_ID, *api.args)
+    assert "truncated: stdout: 95904 bytes dropped" in shown.output.splitlines(), shown.output
+    logs = hasched("runs", "logs", RUN_ID, *api.args)
+    assert logs.output.splitlines()[-1] == (
+        "[hasched: stdout truncated at the agent's output_limit: 95904 more bytes were dropped]")
+    assert logs.output.startswith(f"stdout of {RUN_ID}\n")
+    as_json = json.loads(hasched("runs", "logs", RUN_ID, "--json", *api.args).output)
+    assert as_json["truncated"] is True and as_json["dropped"] == 95904
+    # The other stream was complete: no mark.
+    assert hasched("runs", "logs", RUN_ID, "--stderr", *api.args).output == \
+        f"stderr of {RUN_ID}\n"
+    api.service.runs[RUN_ID].update(stdout_dropped=None)
+    assert "truncated: no" in hasched("runs", "show", RUN_ID, *api.args).output.splitlines()
+
+
 def test_status_shows_health_and_counts(api):
     result = hasched("status", "--json", *api.args)
     assert result.exit_code == 0, result.output

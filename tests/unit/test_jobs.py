@@ -36,6 +36,8 @@ calendar = "workdays"
 env = { LANG = "C" }
 cwd = "/srv"
 user = "backup"
+memory_max = "512MiB"
+cpu_weight = 50
 description = "full backup"
 """
 
@@ -61,12 +63,14 @@ def test_full_example_loads(tmp_path):
         timezone="Europe/Berlin", agent="db1", pool=None, timeout=7200.0,
         retries=Retries(3, 300.0), concurrency="forbid", misfire=Misfire("run-once", 3600.0),
         after=("extract",), calendar="workdays", env={"LANG": "C"}, cwd="/srv", user="backup",
-        description="full backup", source=f"{path}:10")
+        memory_max=512 * 1024 * 1024, cpu_weight=50, description="full backup",
+        source=f"{path}:10")
     assert backup.trigger.next_after(datetime(2026, 12, 24, 2, tzinfo=UTC)) == \
         datetime(2026, 12, 28, 1, 30, tzinfo=UTC)  # 25th excluded, then a weekend
     as_dict = job_to_dict(backup)
     assert json.loads(json.dumps(as_dict)) == as_dict
     assert as_dict["schedule"] == "30 2 * * *" and as_dict["env"] == {"LANG": "C"}
+    assert (as_dict["memory_max"], as_dict["cpu_weight"]) == (512 * 1024 * 1024, 50)
 
 
 def test_defaults(tmp_path):
@@ -126,6 +130,13 @@ BASE = '[job.j]\ncommand = ["/bin/true"]\nschedule = "* * * * *"\nagent = "db1"\
     (BASE + 'env = { LANG = 1 }\n',
      ['5: env: must be a table of strings, e.g. env = { LANG = "C" }']),
     ('[jobs.j]\n', ["1: jobs: unknown table; expected [job.NAME] or [calendars.NAME]"]),
+    (BASE + 'memory_max = "lots"\n',
+     ["5: memory_max: not a size: 'lots' (use e.g. 512KiB, 10MiB, 1GiB or bytes)"]),
+    (BASE + 'memory_max = "1KiB"\n', ["5: memory_max: must be between 1MiB and 1024TiB"]),
+    (BASE + 'cpu_weight = 0\n',
+     ["5: cpu_weight: must be an integer from 1 to 10000 (100: the default share)"]),
+    (BASE + 'cpu_weight = "high"\n',
+     ["5: cpu_weight: must be an integer from 1 to 10000 (100: the default share)"]),
 ])
 def test_errors_are_one_line_with_file_line_field(tmp_path, text, expected):
     path = write(tmp_path, "bad.toml", text)

@@ -1,0 +1,73 @@
+"""Which account a job runs as: the agent's default_user (nobody under root), never the agent's
+own account unless its configuration allows it, so no job can read the agent's token."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from agenthelp import Agent, agent_command, agent_factory, order, run_async, wait_final  # noqa: F401
+
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(os.geteuid() != 0, reason="switching accounts needs root")]
+
+STRICT = {"default_user": None, "allow_agent_account": None}  # the agent's defaults
+
+
+def run(a: Agent, run_id: str, command: list[str], **kw: object) -> tuple[dict, str, str]:
+    async def body() -> tuple[dict, str, str]:
+        c = a.client()
+        try:
+            await c.dispatch(order(run_id, command, **kw))
+            done = await wait_final(c, run_id)
+            return (done, await c.output(run_id, 1), await c.output(run_id, 1, "stderr"))
+        finally:
+            await c.close()
+    return run_async(body)
+
+
+def test_jobs_run_as_nobody_and_cannot_read_the_agent_token(
+        agent_factory: Callable[..., Agent]) -> None:  # noqa: F811
+    a = agent_factory(**STRICT)
+    a.token_file.chmod(0o600)  # as deployed: the agent's account only
+    done, out, _ = run(a, "who@1", ["id", "-un"])
+    assert done["state"] == "succeeded" and out.strip() == "nobody", (done, out)
+    done, out, err = run(a, "peek@1", ["cat", str(a.token_file)])
+    assert done["state"] == "failed" and "Permission denied" in err, (done, err)
+    assert out == ""
+    # Nor the agent's store (state_dir is 0700).
+    done, _, err = run(a, "peek-db@1", ["cat", str(a.state_dir / "agent.sqlite")])
+    assert done["state"] == "failed" and "Permission denied" in err, (done, err)
+
+
+@pytest.mark.parametrize("settings, user", [
+    ({"default_user": '"root"', "allow_agent_account": None}, None),  # as the default
+    (STRICT, "root"),  # asked for by the order
+])
+def test_the_agent_account_is_refused_unless_allowed(
+        agent_factory: Callable[..., Agent],  # noqa: F811
+        tmp_path: Path, settings: dict, user: str | None) -> None:
+    a = agent_factory(**settings)
+    mark = tmp_path / "ran"
+    done, _, _ = run(a, "as-agent@1", ["touch", str(mark)], user=user)
+    assert done["state"] == "failed", done
+    assert done["reason"] == ("cannot run as user 'root': it is the agent's own account "
+                              "(allow_agent_account is not set in the agent's configuration)")
+    assert not mark.exists()
+
+
+def test_allowed_the_agent_account_runs_jobs(agent_factory: Callable[..., Agent]) -> None:  # noqa: F811
+    a = agent_factory(default_user='"root"', allow_agent_account="true")
+    done, out, _ = run(a, "as-root@1", ["id", "-un"])
+    assert done["state"] == "succeeded" and out.strip() == "root"
+
+
+def test_an_unknown_default_user_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    a = Agent(tmp_path / "a", default_user='"no-such-user-hasched"')
+    proc = subprocess.run(agent_command(a.config), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"{a.config}: default_user: no such user 'no-such-user-hasched'"], proc.stderr
