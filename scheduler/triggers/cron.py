@@ -13,11 +13,21 @@ import bisect
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 
 from scheduler.calendars import Calendar, business_days
 from scheduler.triggers.base import DAY, HORIZON_DAYS, MINUTE, BaseTrigger, aware
 from scheduler.triggers.cronspec import CronSpec, parse_cron
-from scheduler.triggers.dst import BY_RULE, NEAR, DstPolicy, locate, near_shift, utc, zone
+from scheduler.triggers.dst import (
+    BY_RULE,
+    NEAR,
+    DstPolicy,
+    locate,
+    near_shift,
+    transition,
+    utc,
+    zone,
+)
 
 MAX_BUSINESS_DAY = 23  # no month has more than 23 weekdays
 
@@ -124,9 +134,7 @@ def _cron_next(expr: str, tz_name: str, calendar: Calendar | None, dst: DstPolic
         return None if wall is None else utc(wall)
     tz = zone(tz_name)
     policy = dst.resolved(spec.real_time)
-    # Near a shift, wall times before t's own may still fire after t (a second pass, the end
-    # of a gap); elsewhere every wall time after t's own fires after t.
-    wall = t.astimezone(tz).replace(tzinfo=None) - (NEAR if near_shift(t, tz) else timedelta(0))
+    wall = _start_wall(t, tz)
     best = None
     while (wall := next_wall(spec, calendar, business, wall)) is not None:
         placed = locate(wall, tz)
@@ -140,3 +148,17 @@ def _cron_next(expr: str, tz_name: str, calendar: Calendar | None, dst: DstPolic
         if best is not None and best <= placed.first:
             return best
     return best
+
+
+def _start_wall(t: datetime, tz: ZoneInfo) -> datetime:
+    """The naive local time the walk starts after. Every wall time after t's own fires after t,
+    and only a fall-back coming up shortly adds earlier ones: the repeated wall times, whose
+    second pass is still ahead (a gap's wall times all come after t's own)."""
+    wall = t.astimezone(tz).replace(tzinfo=None)
+    if not near_shift(t, tz):
+        return wall
+    if (t + NEAR).astimezone(tz).utcoffset() >= t.astimezone(tz).utcoffset():
+        return wall
+    at = transition(tz, t.replace(tzinfo=None, microsecond=0), (t + NEAR).replace(tzinfo=None))
+    repeat_from = at.astimezone(tz).replace(tzinfo=None)  # the first repeated wall time
+    return min(wall, repeat_from - MINUTE)

@@ -29,6 +29,9 @@ _FIELD_CHARS = re.compile(r"[0-9a-z*,/-]+")
 _NEAREST = re.compile(r"([0-9]{1,2})w")  # 15W: the weekday nearest the 15th
 _NTH = re.compile(r"([0-7]|[a-z]{3})#([1-5])")  # 5#3: the third Friday
 _LAST_DOW = re.compile(r"([0-7]|[a-z]{3})l")  # 5L: the last Friday
+# croniter 7 expands a one-value range ("5-5", "mon-mon", "3-3/2") to the whole field: such a
+# range is given to it as its one value.
+_ONE_VALUE_RANGE = re.compile(r"(?<![\w*])([0-9a-z]+)-\1(?:/[0-9]+)?(?![\w-])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +130,8 @@ def parse_cron(expr: str) -> CronSpec:
         if not _FIELD_CHARS.fullmatch(field) or bad_words:
             raise _bad(expr, index, fields[index])
     try:
-        expanded, nth = croniter.expand(" ".join(f or "*" for f in plain))
+        expanded, nth = croniter.expand(_ONE_VALUE_RANGE.sub(r"\1", " ".join(f or "*"
+                                                                           for f in plain)))
     except Exception as exc:  # croniter raises several classes, all of them mean "bad input"
         raise ValueError(f"bad cron expression {expr!r}: {exc}") from None
     if nth or any(v == "l" for values in expanded for v in values):  # not reachable: read above

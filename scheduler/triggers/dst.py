@@ -72,7 +72,7 @@ def utc(naive: datetime) -> datetime:
 
 
 @lru_cache(maxsize=1024)
-def _transition(tz: ZoneInfo, before: datetime, after: datetime) -> datetime:
+def transition(tz: ZoneInfo, before: datetime, after: datetime) -> datetime:
     """The first UTC instant with the new offset, between two instants that straddle it."""
     old = utc(before).astimezone(tz).utcoffset()
     while after - before > _SECOND:
@@ -115,7 +115,7 @@ def locate(wall: datetime, tz: ZoneInfo) -> Placement:
         return Placement(NORMAL, utc(wall - first))
     if first > second:  # repeated by fall-back: fold=0 is the earlier occurrence
         return Placement(REPEAT, utc(wall - first), utc(wall - second))
-    return Placement(GAP, _transition(tz, wall - second, wall - first))  # skipped
+    return Placement(GAP, transition(tz, wall - second, wall - first))  # skipped
 
 
 def resolve_wall(wall: datetime, tz: ZoneInfo) -> tuple[datetime, datetime | None]:
@@ -153,7 +153,7 @@ def shifts(tz: ZoneInfo, start: datetime, end: datetime) -> list[Shift]:
     while a < end:
         b = min(a + step, end)
         if a.astimezone(tz).utcoffset() != b.astimezone(tz).utcoffset():
-            at = _transition(tz, a.replace(tzinfo=None), b.replace(tzinfo=None))
+            at = transition(tz, a.replace(tzinfo=None), b.replace(tzinfo=None))
             found.append(Shift(at, (at + (at - _SECOND).astimezone(tz).utcoffset()).replace(
                 tzinfo=None), (at + at.astimezone(tz).utcoffset()).replace(tzinfo=None)))
         a = b
