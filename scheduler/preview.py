@@ -215,7 +215,7 @@ def forecast_view(jobs: Mapping[str, Job], start: datetime, end: datetime, limit
     chosen, truncated = forecast(jobs.values(), start, end, limit)
     fires = []
     for job, fire in chosen:
-        row = {"job": job.name, **fire.to_dict()}
+        row = {"job": job.name, "timezone": job.trigger.tz, **fire.to_dict()}
         row["paused"] = job.name in paused
         fires.append(row)
     return {"from": nominal_iso(aware(start)), "to": nominal_iso(aware(end)),
