@@ -174,9 +174,11 @@ def forecast(jobs: Iterable[Job], start: datetime, end: datetime,
     """Every fire of every job in (start, end], in time order (then by job name), at most
     `limit`; and whether more were left out."""
     start, end = aware(start), aware(end)
-    streams = [((fire, job.name, job) for fire in _fires(job.trigger, start, end))
-               for job in jobs]
-    merged = heapq.merge(*streams, key=lambda item: (item[0], item[1]))
+    def stream(job: Job) -> Iterator[tuple[datetime, str, Job]]:
+        for fire in _fires(job.trigger, start, end):
+            yield fire, job.name, job
+
+    merged = heapq.merge(*(stream(job) for job in jobs), key=lambda item: (item[0], item[1]))
     chosen = []
     for fire, _name, job in merged:
         if len(chosen) >= limit:
