@@ -117,12 +117,11 @@ class JobTableReader:
             return None
         dst = self.dst(name, table.get("dst"))
         business_day = self.business_day(name, table.get("business_day"))
-        if dst is None or business_day is None:
-            return None
-        try:
-            return make_trigger(schedule=table.get("schedule"), every=table.get("every"),
-                                at=table.get("at"), timezone=timezone, calendar=calendar,
-                                dst=dst, business_day=business_day)
+        try:  # built even after a mistake in dst or business_day, to report the schedule's too
+            trigger = make_trigger(schedule=table.get("schedule"), every=table.get("every"),
+                                   at=table.get("at"), timezone=timezone, calendar=calendar,
+                                   dst=dst or BY_RULE, business_day=business_day or ())
+            return trigger if dst is not None and business_day is not None else None
         except ValueError as exc:
             if "time zone" in str(exc):
                 key = "timezone"

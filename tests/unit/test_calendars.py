@@ -276,3 +276,14 @@ def test_job_file_dst_and_business_day_load(tmp_path):
     assert [f.strftime("%m-%dT%H:%M") for f in job.trigger.fires_between(
         utc("2027-03-01"), utc("2027-04-01"))] == [
         "03-01T07:00", "03-01T07:30", "03-31T06:00", "03-31T06:30"]
+
+
+def test_job_file_reports_a_bad_dst_and_a_bad_schedule_together(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text('[job.j]\ncommand = ["x"]\nschedule = "0 0 L-1 * *"\nagent = "db1"\n'
+                    'dst = { gap = "later" }\n')
+    jobs, errors = load_job_file(path)
+    assert sorted(str(e) for e in errors) == [
+        f"{path}:3: schedule: bad cron expression '0 0 L-1 * *': day-of-month field 'l-1' is "
+        "not valid",
+        f"{path}:5: dst.gap: must be one of: after, skip; got 'later'"]
