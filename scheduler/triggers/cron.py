@@ -21,6 +21,7 @@ from scheduler.triggers.cronspec import CronSpec, parse_cron
 from scheduler.triggers.dst import (
     BY_RULE,
     NEAR,
+    REPEAT,
     DstPolicy,
     locate,
     near_shift,
@@ -134,9 +135,34 @@ def _cron_next(expr: str, tz_name: str, calendar: Calendar | None, dst: DstPolic
         return None if wall is None else utc(wall)
     tz = zone(tz_name)
     policy = dst.resolved(spec.real_time)
-    wall = _start_wall(t, tz)
+    local = t.astimezone(tz)
+    wall = local.replace(tzinfo=None)
+    # Every wall time after t's own fires after t (or not at all); only a fall-back coming up
+    # shortly adds earlier ones, the repeated wall times whose second pass is still ahead. Those
+    # passes all come after the fall-back, so they are looked at only when nothing fires before.
+    best = _walk(spec, calendar, business, tz, policy, t, wall, second_pass=local.fold == 1)
+    fall_back = _fall_back_ahead(t, tz)
+    if fall_back is not None and (best is None or best > fall_back):
+        repeat_from = fall_back.astimezone(tz).replace(tzinfo=None)  # the first repeated wall
+        if repeat_from <= wall:
+            second = _walk(spec, calendar, business, tz, policy, t, repeat_from - MINUTE,
+                           until=wall)
+            if second is not None and (best is None or second < best):
+                best = second
+    return best
+
+
+def _walk(spec: CronSpec, calendar: Calendar | None, business: tuple[int, ...], tz: ZoneInfo,
+          policy: DstPolicy, t: datetime, wall: datetime, until: datetime | None = None,
+          second_pass: bool = False) -> datetime | None:
+    """The first fire after t of the wall times after `wall`. Second passes of repeated wall
+    times grow with the wall time, so the first one found is the answer when nothing else can
+    come before it: the walk is only over repeated wall times (up to `until`), or t is itself
+    in a second pass (every later first pass is behind it)."""
     best = None
     while (wall := next_wall(spec, calendar, business, wall)) is not None:
+        if until is not None and wall > until:
+            return best
         placed = locate(wall, tz)
         # placed.first never decreases with the wall time, and no instant of a wall time is
         # before its `first`: once it reaches the best found, nothing later can beat it.
@@ -145,20 +171,19 @@ def _cron_next(expr: str, tz_name: str, calendar: Calendar | None, dst: DstPolic
         for fire in placed.instants(policy):
             if fire > t and (best is None or fire < best):
                 best = fire
-        if best is not None and best <= placed.first:
+        if best is not None and (until is not None or best <= placed.first
+                                 or (second_pass and placed.kind == REPEAT)):
             return best
     return best
 
 
-def _start_wall(t: datetime, tz: ZoneInfo) -> datetime:
-    """The naive local time the walk starts after. Every wall time after t's own fires after t,
-    and only a fall-back coming up shortly adds earlier ones: the repeated wall times, whose
-    second pass is still ahead (a gap's wall times all come after t's own)."""
-    wall = t.astimezone(tz).replace(tzinfo=None)
+def _fall_back_ahead(t: datetime, tz: ZoneInfo) -> datetime | None:
+    """The instant of a fall-back (an offset going down) within NEAR after t, if any."""
     if not near_shift(t, tz):
-        return wall
+        return None
     if (t + NEAR).astimezone(tz).utcoffset() >= t.astimezone(tz).utcoffset():
-        return wall
-    at = transition(tz, t.replace(tzinfo=None, microsecond=0), (t + NEAR).replace(tzinfo=None))
-    repeat_from = at.astimezone(tz).replace(tzinfo=None)  # the first repeated wall time
-    return min(wall, repeat_from - MINUTE)
+        return None
+    # Bisected between whole hours, so that every t of that hour shares one cached answer (no
+    # zone changes its offset twice within a few hours).
+    hour = t.replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    return transition(tz, hour, hour + NEAR + timedelta(hours=1))

@@ -38,10 +38,19 @@ class DstPolicy:
     def resolved(self, real_time: bool) -> DstPolicy:
         """Both keys filled in: what was given, else the rule's default for this schedule."""
         default = REAL_TIME if real_time else FIXED_TIME
-        return DstPolicy(self.gap or default.gap, self.repeat or default.repeat)
+        if self.gap is None and self.repeat is None:  # the usual case, asked at every next fire
+            return default
+        if self.gap is not None and self.repeat is not None:
+            return self
+        return _completed(self, default)
 
     def describe(self) -> str:
         return ", ".join(f"{k} {v}" for k, v in (("gap", self.gap), ("repeat", self.repeat)) if v)
+
+
+@lru_cache(maxsize=64)
+def _completed(policy: DstPolicy, default: DstPolicy) -> DstPolicy:
+    return DstPolicy(policy.gap or default.gap, policy.repeat or default.repeat)
 
 
 def policy_problem(key: str, value: object) -> str | None:
