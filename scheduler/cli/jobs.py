@@ -45,7 +45,8 @@ def _target(job: dict[str, Any]) -> Any:
 
 @click.group("jobs")
 def jobs() -> None:
-    """Jobs the scheduler knows: list, inspect, run now, pause, resume, validate files."""
+    """Jobs the scheduler knows: list, inspect, run now, pause, resume, preview fire times
+    (next, forecast), validate files."""
 
 
 @jobs.command("list")
