@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from scheduler.calendars import Calendar
 from scheduler.triggers.base import DAY, HORIZON_DAYS, BaseTrigger, aware
-from scheduler.triggers.dst import BY_RULE, FIXED_TIME, DstPolicy, locate, zone
+from scheduler.triggers.dst import BY_RULE, DstPolicy, locate, zone
 from scheduler.units import format_duration
 
 
@@ -51,7 +51,7 @@ class OnceTrigger(BaseTrigger):
 
     @property
     def policy(self) -> DstPolicy:
-        return self.dst.resolved(False) if self.dst != BY_RULE else FIXED_TIME
+        return self.dst.resolved(real_time=False)  # a one-off time is a fixed time
 
     @property
     def instants(self) -> tuple[datetime, ...]:
