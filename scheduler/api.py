@@ -208,7 +208,7 @@ async def _forecast(request: web.Request) -> web.Response:
     if end <= start:
         raise BadParam("query parameter 'to': must be after 'from'")
     limit = _limit_param(q.get("limit"), default=MAX_FORECAST, most=MAX_FORECAST)
-    return web.json_response(request.app[SERVICE_KEY].forecast(start, end, limit))
+    return web.json_response(await request.app[SERVICE_KEY].forecast(start, end, limit))
 
 
 async def _list_runs(request: web.Request) -> web.Response:

@@ -59,7 +59,7 @@ class Service(Protocol):
         """The job's next `count` fires after `start` with their notes (preview.next_view).
         Raises NotFound."""
 
-    def forecast(self, start: datetime, end: datetime, limit: int) -> dict[str, Any]:
+    async def forecast(self, start: datetime, end: datetime, limit: int) -> dict[str, Any]:
         """Every job's fires in (start, end], at most `limit` (preview.forecast_view)."""
 
     async def resume(self, name: str) -> dict[str, Any]: ...

@@ -74,7 +74,7 @@ class FakeService:
         self.preview_calls.append(("next", name, count, start))
         return preview.next_view(self.definitions[name], start, count)
 
-    def forecast(self, start: datetime, end: datetime, limit: int) -> dict[str, Any]:
+    async def forecast(self, start: datetime, end: datetime, limit: int) -> dict[str, Any]:
         self.preview_calls.append(("forecast", start, end, limit))
         return preview.forecast_view(self.definitions, start, end, limit)
 
