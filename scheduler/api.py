@@ -28,6 +28,8 @@ METRICS_KEY = web.AppKey("metrics", Metrics)
 RUN_STATES = frozenset(LEDGER_STATES)
 STREAMS = frozenset({"stdout", "stderr"})
 MAX_LIMIT = 10_000
+MAX_COUNT = 1000  # fires of one job's preview
+MAX_FORECAST = 10_000  # fires of one forecast
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -94,16 +96,37 @@ def _iso_param(name: str, value: str | None) -> str | None:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _limit_param(value: str | None) -> int:
+def _limit_param(value: str | None, default: int = 100, most: int = MAX_LIMIT) -> int:
     if value is None or value == "":
-        return 100
+        return default
     try:
         limit = int(value)
     except ValueError:
         raise BadParam(f"query parameter 'limit': not an integer: {value!r}") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise BadParam(f"query parameter 'limit': must be between 1 and {MAX_LIMIT}, got {limit}")
+    if not 1 <= limit <= most:
+        raise BadParam(f"query parameter 'limit': must be between 1 and {most}, got {limit}")
     return limit
+
+
+def _count_param(value: str | None) -> int:
+    if value is None or value == "":
+        return 10
+    try:
+        count = int(value)
+    except ValueError:
+        raise BadParam(f"query parameter 'count': not an integer: {value!r}") from None
+    if not 1 <= count <= MAX_COUNT:
+        raise BadParam(f"query parameter 'count': must be between 1 and {MAX_COUNT}, got {count}")
+    return count
+
+
+def _time_param(name: str, value: str | None, default: datetime | None = None) -> datetime:
+    text = _iso_param(name, value)
+    if text is None:
+        if default is None:
+            raise BadParam(f"query parameter {name!r} is required (an ISO-8601 time)")
+        return default
+    return datetime.fromisoformat(text)
 
 
 def _state_param(value: str | None) -> str | None:
@@ -170,6 +193,24 @@ async def _resume_job(request: web.Request) -> web.Response:
     return web.json_response(await request.app[SERVICE_KEY].resume(request.match_info["name"]))
 
 
+async def _next_fires(request: web.Request) -> web.Response:
+    q = request.query
+    count = _count_param(q.get("count"))
+    start = _time_param("from", q.get("from"), datetime.now(UTC))
+    return web.json_response(
+        request.app[SERVICE_KEY].next_fires(request.match_info["name"], count, start))
+
+
+async def _forecast(request: web.Request) -> web.Response:
+    q = request.query
+    start = _time_param("from", q.get("from"), datetime.now(UTC))
+    end = _time_param("to", q.get("to"))
+    if end <= start:
+        raise BadParam("query parameter 'to': must be after 'from'")
+    limit = _limit_param(q.get("limit"), default=MAX_FORECAST, most=MAX_FORECAST)
+    return web.json_response(await request.app[SERVICE_KEY].forecast(start, end, limit))
+
+
 async def _list_runs(request: web.Request) -> web.Response:
     q = request.query
     runs = request.app[SERVICE_KEY].list_runs(
@@ -205,6 +246,8 @@ def make_app(service: Service, tokens: frozenset[str], metrics: Metrics) -> web.
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/v1/jobs", _list_jobs)
     app.router.add_get("/v1/jobs/{name}", _get_job)
+    app.router.add_get("/v1/jobs/{name}/next", _next_fires)
+    app.router.add_get("/v1/forecast", _forecast)
     app.router.add_post("/v1/jobs/{name}/run", _run_job)
     app.router.add_post("/v1/jobs/{name}/pause", _pause_job)
     app.router.add_post("/v1/jobs/{name}/resume", _resume_job)

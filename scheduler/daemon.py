@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from scheduler import __version__
+from scheduler import __version__, preview
 from scheduler import planner as planning
 from scheduler.config import (
     SchedulerConfig,
@@ -254,6 +254,21 @@ class Scheduler(Roles, RunProgress):
 
     def get_job(self, name: str) -> dict[str, Any]:
         return self._job_view(name)
+
+    def _paused(self) -> set[str]:
+        return {n for n, s in self.ledger.job_states().items() if s["paused"]}
+
+    def next_fires(self, name: str, count: int, start: datetime) -> dict[str, Any]:
+        job = self.jobs.get(name)
+        if job is None:
+            raise NotFound(f"no job {name!r}")
+        return preview.next_view(job, start, count, paused=name in self._paused())
+
+    async def forecast(self, start: datetime, end: datetime, limit: int) -> dict[str, Any]:
+        # Every job's next fires (100k jobs: about a second) are worked out in a thread, so the
+        # planning loop keeps its turns; the ledger is read here, in the loop's thread.
+        return await asyncio.to_thread(preview.forecast_view, dict(self.jobs), start, end, limit,
+                                       self._paused())
 
     async def run_now(self, name: str) -> dict[str, Any]:
         job = self.jobs.get(name)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scheduler.calendars import Calendar, parse_calendar
+from scheduler.calendars import Calendar, CalendarDef, parse_calendar, resolve_calendars
 from scheduler.jobs import Job
 from scheduler.jobtable import JobError, JobTableReader
 from scheduler.tomlsrc import SourceMap, read_toml
@@ -29,6 +29,7 @@ class _Parsed:
     tables: dict[str, Any] = field(default_factory=dict)
     after: dict[str, list[str]] = field(default_factory=dict)  # every job table's dependencies
     calendars: dict[str, Calendar] = field(default_factory=dict)
+    pending: dict[str, CalendarDef] = field(default_factory=dict)  # includes not resolved yet
     jobs: list[Job] = field(default_factory=list)
     errors: list[JobError] = field(default_factory=list)
 
@@ -51,12 +52,12 @@ def _first_pass(path: Path) -> _Parsed:
             data[kind] = {}
     parsed.tables = data.get("job", {})
     for name, table in data.get("calendars", {}).items():
-        calendar, problems = parse_calendar(name, table)
+        spec, problems = parse_calendar(name, table)
         for key, message in problems:
             where = ("calendars", name) + key
             parsed.errors.append(JobError(path, lines.line(*where), ".".join(where), message))
-        if calendar is not None:
-            parsed.calendars[name] = calendar
+        if spec is not None:
+            parsed.pending[name] = spec
     return parsed
 
 
@@ -120,12 +121,41 @@ def _check_dependencies(files: list[_Parsed], check_unknown: bool) -> None:
 
 
 def _add_calendars(calendars: dict[str, Calendar], parsed: _Parsed) -> None:
-    for name, calendar in parsed.calendars.items():
-        if name in calendars and calendars[name] != calendar:
-            parsed.errors.append(JobError(
-                parsed.path, parsed.lines.line("calendars", name), f"calendars.{name}",
-                "calendar already defined differently elsewhere"))
-        calendars.setdefault(name, calendar)
+    """Resolve what this file's calendars include from those known so far; a calendar that
+    includes one not known yet stays pending (a later file may define it)."""
+    built, _ = resolve_calendars(parsed.pending, calendars, final=False)
+    for name, calendar in built.items():
+        del parsed.pending[name]
+        _add_calendar(calendars, parsed, calendar)
+
+
+def _add_calendar(calendars: dict[str, Calendar], parsed: _Parsed, calendar: Calendar) -> None:
+    name = calendar.name
+    parsed.calendars[name] = calendar
+    if name in calendars and calendars[name] != calendar:
+        parsed.errors.append(JobError(
+            parsed.path, parsed.lines.line("calendars", name), f"calendars.{name}",
+            "calendar already defined differently elsewhere"))
+    calendars.setdefault(name, calendar)
+
+
+def _resolve_pending(calendars: dict[str, Calendar], files: list[_Parsed]) -> None:
+    """The calendars still pending once every file is read, together (an include may point to
+    any file); what cannot be resolved is an error at its `include`."""
+    owner = {name: parsed for parsed in files for name in parsed.pending}
+    defs = {name: parsed.pending[name] for name, parsed in owner.items()}
+    if not defs:
+        return
+    built, problems = resolve_calendars(defs, calendars)
+    for name, calendar in built.items():
+        _add_calendar(calendars, owner[name], calendar)
+    for name, message in problems.items():
+        parsed = owner[name]
+        where = ("calendars", name, "include")
+        parsed.errors.append(JobError(parsed.path, parsed.lines.line(*where), ".".join(where),
+                                      message))
+    for parsed in files:
+        parsed.pending.clear()
 
 
 def load_job_file(path: str | Path, *, agents: Collection[str] | None = None,
@@ -140,6 +170,7 @@ def load_job_file(path: str | Path, *, agents: Collection[str] | None = None,
     parsed = _first_pass(Path(path))
     all_calendars = dict(calendars or {})
     _add_calendars(all_calendars, parsed)
+    _resolve_pending(all_calendars, [parsed])
     _build(parsed, agents, pools, all_calendars)
     if parsed.lines is not None:
         _check_dependencies([parsed], check_unknown=False)
@@ -190,6 +221,7 @@ def _load_dir(directory: Path, agents, pools, calendars) -> tuple[dict[str, Job]
             waiting.append(parsed)
         else:
             _build(parsed, agents, pools, all_calendars)
+    _resolve_pending(all_calendars, files)
     for parsed in waiting:
         _build(parsed, agents, pools, all_calendars)
     seen: dict[str, Path] = {}

@@ -62,13 +62,17 @@ class Job:
 def job_to_dict(job: Job) -> dict[str, Any]:
     """A JSON-safe view of a job, for the API."""
     trigger = job.trigger
-    schedule = every = at = None
+    schedule = every = at = dst = None
+    business_day: list[int] = []
     if isinstance(trigger, CronTrigger):
         schedule = trigger.expr
+        business_day = list(trigger.business_day)
     elif isinstance(trigger, IntervalTrigger):
         every = trigger.seconds
     elif isinstance(trigger, OnceTrigger):
         at = trigger.at.isoformat(timespec="seconds")
+    if isinstance(trigger, CronTrigger | OnceTrigger):  # the policy in force, defaults filled in
+        dst = {"gap": trigger.policy.gap, "repeat": trigger.policy.repeat}
     return {
         "name": job.name, "command": list(job.command), "schedule": schedule, "every": every,
         "at": at, "trigger": trigger.describe(), "timezone": job.timezone, "agent": job.agent,
@@ -76,7 +80,8 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "retries": {"count": job.retries.count, "delay": job.retries.delay},
         "concurrency": job.concurrency,
         "misfire": {"policy": job.misfire.policy, "grace": job.misfire.grace},
-        "after": list(job.after), "calendar": job.calendar, "env": dict(job.env),
+        "after": list(job.after), "calendar": job.calendar, "dst": dst,
+        "business_day": business_day, "env": dict(job.env),
         "cwd": job.cwd, "user": job.user, "memory_max": job.memory_max,
         "cpu_weight": job.cpu_weight, "description": job.description, "source": job.source,
     }

@@ -18,12 +18,14 @@ from scheduler.calendars import Calendar
 from scheduler.jobs import CONCURRENCY, JOB_NAME, MISFIRE_POLICIES, NO_ENV, Job, Misfire, Retries
 from scheduler.protocol import MAX_CPU_WEIGHT, MAX_MEMORY, MIN_MEMORY
 from scheduler.tomlsrc import SourceError, SourceMap
-from scheduler.triggers import Trigger, make_trigger
+from scheduler.triggers import DstPolicy, Trigger, make_trigger
+from scheduler.triggers.cron import check_business_days
+from scheduler.triggers.dst import BY_RULE, policy_problem
 from scheduler.units import parse_duration, parse_size
 
 FIELDS = ("command", "schedule", "every", "at", "timezone", "agent", "pool", "timeout",
           "retries", "concurrency", "misfire", "after", "calendar", "env", "cwd", "user",
-          "memory_max", "cpu_weight", "description")
+          "memory_max", "cpu_weight", "description", "dst", "business_day")
 _FIELD_SET = frozenset(FIELDS)
 _cached_duration = lru_cache(maxsize=4096)(parse_duration)  # job files repeat a few values
 _COMMAND_HINT = 'e.g. command = ["/usr/local/bin/backup", "--full"]'
@@ -116,18 +118,52 @@ class JobTableReader:
         if not given:
             self.error(name, (), "missing field: give exactly one of schedule, every, at")
             return None
-        try:
-            return make_trigger(schedule=table.get("schedule"), every=table.get("every"),
-                                at=table.get("at"), timezone=timezone, calendar=calendar)
+        dst = self.dst(name, table.get("dst"))
+        business_day = self.business_day(name, table.get("business_day"))
+        try:  # built even after a mistake in dst or business_day, to report the schedule's too
+            trigger = make_trigger(schedule=table.get("schedule"), every=table.get("every"),
+                                   at=table.get("at"), timezone=timezone, calendar=calendar,
+                                   dst=dst or BY_RULE, business_day=business_day or ())
+            return trigger if dst is not None and business_day is not None else None
         except ValueError as exc:
             if "time zone" in str(exc):
                 key = "timezone"
+            elif str(exc).startswith(("dst ", "business_day ")):  # given with the wrong kind
+                key, _, message = str(exc).partition(" ")
+                self.error(name, (key,), message)
+                return None
             else:  # point at the last of several kinds given: that is the extra one
                 key = max(given, key=lambda k: self.lines.line("job", name, k) or 0)
             self.error(name, (key,), str(exc))
         except TypeError:  # an unhashable value (list, table) where a string was expected
             self.error(name, (given[-1],), "must be a string")
         return None
+
+    def dst(self, name: str, value: Any) -> DstPolicy | None:
+        """`dst = { gap = "after"|"skip", repeat = "first"|"second"|"both" }`; None if wrong."""
+        if value is None:
+            return BY_RULE
+        before = len(self.errors)
+        table = self.subtable(name, "dst", value, ("gap", "repeat"))
+        for key in ("gap", "repeat"):
+            problem = policy_problem(key, table.get(key))
+            if problem:
+                self.error(name, ("dst", key), problem)
+        if len(self.errors) > before:
+            return None
+        return DstPolicy(table.get("gap"), table.get("repeat"))
+
+    def business_day(self, name: str, value: Any) -> tuple[int, ...] | None:
+        """`business_day = 1` (first of the month), `-1` (last) or a list of them."""
+        if value is None:
+            return ()
+        values = tuple(value) if isinstance(value, list) else (value,)
+        try:
+            check_business_days(values)
+        except ValueError as exc:
+            self.error(name, ("business_day",), str(exc).removeprefix("business_day "))
+            return None
+        return tuple(sorted(set(values)))
 
     def placement(self, name: str, table: dict) -> tuple[str | None, str | None]:
         agent, pool = self.string(name, table, "agent"), self.string(name, table, "pool")

@@ -6,6 +6,7 @@ Protocol, so they can be tested against a small fake and never reach into the pl
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Protocol
 
 
@@ -53,6 +54,13 @@ class Service(Protocol):
         """Creates a manual run; returns its ledger row. Raises NotFound, NotActive, Conflict."""
 
     async def pause(self, name: str) -> dict[str, Any]: ...
+
+    def next_fires(self, name: str, count: int, start: datetime) -> dict[str, Any]:
+        """The job's next `count` fires after `start` with their notes (preview.next_view).
+        Raises NotFound."""
+
+    async def forecast(self, start: datetime, end: datetime, limit: int) -> dict[str, Any]:
+        """Every job's fires in (start, end], at most `limit` (preview.forecast_view)."""
 
     async def resume(self, name: str) -> dict[str, Any]: ...
 

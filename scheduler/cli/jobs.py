@@ -1,14 +1,17 @@
-"""`hasched jobs`: list, show, run, pause, resume (REST) and validate (offline, on files)."""
+"""`hasched jobs`: list, show, run, pause, resume, next, forecast (REST) and validate (offline,
+on files)."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from scheduler.cli.client import Client, CliError, client_options, quote
+from scheduler.cli.fires import forecast, next_fires, print_fires
 from scheduler.cli.output import (
     duration,
     json_option,
@@ -17,6 +20,7 @@ from scheduler.cli.output import (
     short_time,
     show_record,
 )
+from scheduler.cli.runs import TimeParam
 
 OPEN_STATES = ("scheduled", "dispatched", "running")
 JOB_ORDER = ("name", "paused", "next_fire", "schedule", "cron", "every", "at", "timezone",
@@ -41,7 +45,8 @@ def _target(job: dict[str, Any]) -> Any:
 
 @click.group("jobs")
 def jobs() -> None:
-    """Jobs the scheduler knows: list, inspect, run now, pause, resume, validate files."""
+    """Jobs the scheduler knows: list, inspect, run now, pause, resume, preview fire times
+    (next, forecast), validate files."""
 
 
 @jobs.command("list")
@@ -137,39 +142,60 @@ def resume_job(client: Client, name: str) -> None:
     click.echo(f"resumed {name}; next fire {job.get('next_fire') or '-'}")
 
 
+jobs.add_command(next_fires)
+jobs.add_command(forecast)
+
+
 @jobs.command("validate")
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--config", "config_file", type=click.Path(path_type=Path), default=None,
               help="Scheduler config: also check agent, pool and calendar names against it.")
-def validate_jobs(path: Path, config_file: Path | None) -> None:
+@click.option("--next", "count", type=click.IntRange(1, 1000), default=None,
+              help="Also show each job's next N fire times (as `hasched jobs next`).")
+@click.option("--from", "start", type=TimeParam(), default=None,
+              help="With --next: start after this time (ISO-8601, UTC unless it has an "
+                   "offset); default now.")
+@json_option
+def validate_jobs(path: Path, config_file: Path | None, count: int | None, start: str | None,
+                  as_json: bool) -> None:
     """Check job files OFFLINE (a file or a directory of *.toml); nothing is changed.
 
     Prints each error as `file:line: field: message` and exits 1 if there is any,
-    else prints "N jobs OK".
+    else prints "N jobs OK". Warns (exit 0) about a schedule that never fires and an `at` in
+    the past.
 
     Example: hasched jobs validate /etc/hasched/jobs --config /etc/hasched/scheduler.toml
     """
-    from scheduler.jobfiles import validate_path
+    from scheduler import preview
+    from scheduler.jobfiles import load_job_file, load_jobs_dir
 
     if not path.exists():
         raise CliError(f"{path}: no such file or directory")
     names = _config_names(config_file) if config_file else {}
-    errors = validate_path(path, **names)
-    for error in errors:
-        click.echo(str(error))
+    if path.is_dir():
+        found, errors = load_jobs_dir(path, **names)
+        loaded = list(found.values())  # in file order, as the job files list them
+    else:
+        loaded, errors = load_job_file(path, **names)
+        errors = sorted(errors, key=lambda e: e.line or 0)
+    now = datetime.now(UTC)
+    begin = datetime.fromisoformat(start) if start else now
+    warnings = [f"{job.source}: job.{job.name}: warning: {text}" for job in loaded
+                if (text := preview.never_fires(job.trigger, now))]
+    views = [preview.next_view(job, begin, count) for job in loaded] if count else []
+    if as_json:
+        print_json({"ok": not errors, "jobs": len(loaded), "errors": [str(e) for e in errors],
+                    "warnings": warnings, "next": views})
+    else:
+        for line in [str(e) for e in errors] + warnings:
+            click.echo(line)
+        if not errors:
+            click.echo(f"{len(loaded)} job{'' if len(loaded) == 1 else 's'} OK")
+        for view in views:
+            click.echo("")
+            print_fires(view)
     if errors:
         raise SystemExit(1)
-    n = _count_jobs(path, names)
-    click.echo(f"{n} job{'' if n == 1 else 's'} OK")
-
-
-def _count_jobs(path: Path, names: dict[str, Any]) -> int:
-    # A file may define several [job.NAME] tables.
-    from scheduler.jobfiles import load_job_file, load_jobs_dir
-
-    if path.is_dir():
-        return len(load_jobs_dir(path, **names)[0])
-    return len(load_job_file(path, **names)[0])
 
 
 def _config_names(config_file: Path) -> dict[str, Any]:

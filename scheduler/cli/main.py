@@ -15,7 +15,8 @@ from scheduler import __version__
 
 # command name -> (module, attribute, one-line help shown without importing the module)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "jobs": ("scheduler.cli.jobs", "jobs", "Jobs: list, show, run now, pause, resume, validate."),
+    "jobs": ("scheduler.cli.jobs", "jobs",
+             "Jobs: list, show, run now, pause, resume, next, forecast, validate."),
     "runs": ("scheduler.cli.runs", "runs", "Runs: list, show, print output."),
     "status": ("scheduler.cli.status", "status", "The scheduler's role, epoch and counts."),
     "scheduler": ("scheduler.cli.daemon", "scheduler", "Run the scheduler daemon."),

@@ -154,3 +154,39 @@ def test_truncated_output_and_limits_reach_the_user(lab, tmp_path):
         (r := cli.json("runs", "show", "capped"))["state"] == "failed" and r))
     assert run["reason"].endswith("memory_max: this agent cannot enforce it (it runs jobs "
                                   "without cgroups)"), run
+
+
+def test_next_and_forecast_end_to_end(lab, tmp_path):
+    """`jobs next` and `jobs forecast` against a real scheduler: its jobs and calendars."""
+    lab.job("nightly", '[calendars.holidays.exclude]\n2027 = ["03-30"]\n\n'
+                       '[job.nightly]\ncommand = ["/bin/true"]\nschedule = "30 2 * * *"\n'
+                       'timezone = "Europe/Berlin"\nagent = "w1"\ncalendar = "holidays"\n')
+    lab.agent("w1")
+    sched = lab.scheduler("a", role="active")
+    token_file = tmp_path / "cli-token"
+    token_file.write_text(API_TOKEN + "\n")
+    token_file.chmod(0o600)
+    cli = Cli(f"http://127.0.0.1:{sched.port}", token_file, tmp_path / "home")
+    wait_for("the scheduler to be active", lambda: cli.json("status")["role"] == "active")
+
+    table = cli("jobs", "next", "nightly", "--count", "3", "--from", "2027-03-27T12:00Z").stdout
+    assert "2027-03-28 03:00 CEST  2027-03-28T01:00:00Z  02:30 does not exist on 2027-03-28 " \
+           "-> runs 03:00" in table
+    assert "2027-03-31T00:30:00Z  skipped 2027-03-30: excluded by calendar holidays" in table
+    answer = cli.json("jobs", "next", "nightly", "--count", "3", "--from", "2027-03-27T12:00Z")
+    assert [f["utc"] for f in answer["fires"]] == [
+        "2027-03-28T01:00:00Z", "2027-03-29T00:30:00Z", "2027-03-31T00:30:00Z"]
+    window = cli.json("jobs", "forecast", "--from", "2027-03-27T12:00Z", "--to",
+                      "2027-03-29T12:00Z")
+    assert [(f["job"], f["utc"]) for f in window["fires"]] == [
+        ("nightly", "2027-03-28T01:00:00Z"), ("nightly", "2027-03-29T00:30:00Z")]
+    # the route is behind the token like every /v1 route; a bad count is a 400 with JSON
+    import urllib.error
+    import urllib.request
+
+    url = f"http://127.0.0.1:{sched.port}/v1/jobs/nightly/next?count=0"
+    for headers, status in (({}, 401), ({"Authorization": f"Bearer {API_TOKEN}"}, 400)):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=30)
+        assert info.value.code == status
+        assert set(json.loads(info.value.read())) == {"error"}

@@ -6,14 +6,18 @@ import asyncio
 import logging
 import ssl
 import subprocess
+from datetime import datetime
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from scheduler import preview
 from scheduler.api import make_app, make_ssl_context
+from scheduler.jobs import Job
 from scheduler.metrics import Metrics
 from scheduler.service import Conflict, NotActive, NotFound
+from scheduler.triggers import make_trigger
 
 pytestmark = pytest.mark.unit
 
@@ -30,6 +34,10 @@ class FakeService:
         self.runs = {RUN_ID: {"run_id": RUN_ID, "job": "nightly", "state": "succeeded"}}
         self.list_runs_calls: list[dict[str, Any]] = []
         self.output_calls: list[tuple[str, str]] = []
+        # The preview answers come from the real preview code over a real job definition.
+        self.definitions = {"nightly": Job("nightly", ("/bin/true",), make_trigger(
+            schedule="30 2 * * *", timezone="Europe/Berlin"), "Europe/Berlin", agent="db1")}
+        self.preview_calls: list[tuple] = []
 
     def health(self) -> dict[str, Any]:
         return {"role": self.role, "epoch": 7, "version": "0.1.0", "state_store": "ok", "jobs": 1}
@@ -60,6 +68,15 @@ class FakeService:
     async def resume(self, name: str) -> dict[str, Any]:
         self.get_job(name)["paused"] = False
         return self.jobs[name]
+
+    def next_fires(self, name: str, count: int, start: datetime) -> dict[str, Any]:
+        self.get_job(name)
+        self.preview_calls.append(("next", name, count, start))
+        return preview.next_view(self.definitions[name], start, count)
+
+    async def forecast(self, start: datetime, end: datetime, limit: int) -> dict[str, Any]:
+        self.preview_calls.append(("forecast", start, end, limit))
+        return preview.forecast_view(self.definitions, start, end, limit)
 
     def list_runs(self, job=None, state=None, since=None, until=None, limit=100):
         self.list_runs_calls.append(
@@ -136,7 +153,7 @@ def test_metrics_needs_no_token_and_shows_role_epoch_agents():
     ("GET", "/v1/jobs"), ("GET", "/v1/jobs/nightly"), ("POST", "/v1/jobs/nightly/run"),
     ("POST", "/v1/jobs/nightly/pause"), ("POST", "/v1/jobs/nightly/resume"),
     ("GET", "/v1/runs"), ("GET", f"/v1/runs/{RUN_ID}"), ("GET", f"/v1/runs/{RUN_ID}/output"),
-    ("GET", "/v1/nothing-here"),
+    ("GET", "/v1/nothing-here"), ("GET", "/v1/jobs/nightly/next"), ("GET", "/v1/forecast"),
 ])
 def test_every_v1_route_refuses_a_missing_or_wrong_token(headers, method, path):
     async def scenario(client, service, metrics):
@@ -213,6 +230,7 @@ def test_run_now_refused_by_the_job_policy_is_409_with_the_reason():
 @pytest.mark.parametrize("method,path", [
     ("GET", "/v1/jobs/nope"), ("POST", "/v1/jobs/nope/run"), ("POST", "/v1/jobs/nope/pause"),
     ("POST", "/v1/jobs/nope/resume"), ("GET", "/v1/runs/nope@2026-12-01T01:30:00Z"),
+    ("GET", "/v1/jobs/nope/next"),
     ("GET", "/v1/runs/nope@2026-12-01T01:30:00Z/output"),
 ])
 def test_unknown_job_or_run_is_404_with_one_line(method, path):
@@ -328,3 +346,64 @@ def test_ssl_context_loads_a_real_certificate(tmp_path):
     ctx = make_ssl_context({"cert": str(cert), "key": str(key), "ca": str(cert)})
     assert isinstance(ctx, ssl.SSLContext)
     assert ctx.verify_mode == ssl.CERT_NONE  # clients authenticate with tokens, not certificates
+
+
+def test_next_fires_in_the_jobs_zone_and_utc_with_dst_notes():
+    async def scenario(client, service, metrics):
+        body = await expect(client, "GET", "/v1/jobs/nightly/next", 200,
+                            params={"count": "3", "from": "2027-03-27T00:00:00Z"})
+        assert body["job"] == "nightly" and body["timezone"] == "Europe/Berlin"
+        assert body["from"] == "2027-03-27T00:00:00Z"
+        assert body["fires"] == [
+            {"utc": "2027-03-27T01:30:00Z", "local": "2027-03-27T02:30:00+01:00",
+             "zone": "CET", "notes": []},
+            {"utc": "2027-03-28T01:00:00Z", "local": "2027-03-28T03:00:00+02:00",
+             "zone": "CEST", "notes": ["02:30 does not exist on 2027-03-28 -> runs 03:00"]},
+            {"utc": "2027-03-29T00:30:00Z", "local": "2027-03-29T02:30:00+02:00",
+             "zone": "CEST", "notes": []}]
+        # a time without offset is UTC; the default count is 10
+        await expect(client, "GET", "/v1/jobs/nightly/next", 200,
+                     params={"from": "2027-03-27T00:00"})
+        assert service.preview_calls[-1][2:] == (10, datetime.fromisoformat(
+            "2027-03-27T00:00:00+00:00"))
+
+    with_client(scenario)
+
+
+@pytest.mark.parametrize("path, params, message", [
+    ("/v1/jobs/nightly/next", {"count": "0"},
+     "query parameter 'count': must be between 1 and 1000, got 0"),
+    ("/v1/jobs/nightly/next", {"count": "1001"},
+     "query parameter 'count': must be between 1 and 1000, got 1001"),
+    ("/v1/jobs/nightly/next", {"count": "many"}, "query parameter 'count': not an integer: 'many'"),
+    ("/v1/jobs/nightly/next", {"from": "soon"},
+     "query parameter 'from': not an ISO-8601 time: 'soon' (e.g. 2026-12-01T01:30:00Z)"),
+    ("/v1/forecast", {}, "query parameter 'to' is required (an ISO-8601 time)"),
+    ("/v1/forecast", {"from": "2027-01-02", "to": "2027-01-01"},
+     "query parameter 'to': must be after 'from'"),
+    ("/v1/forecast", {"to": "2030-01-01", "limit": "0"},
+     "query parameter 'limit': must be between 1 and 10000, got 0"),
+])
+def test_bad_preview_query_is_400_json(path, params, message):
+    async def scenario(client, service, metrics):
+        body = await expect(client, "GET", path, 400, params=params)
+        assert body == {"error": message}
+        assert service.preview_calls == []
+
+    with_client(scenario)
+
+
+def test_forecast_lists_every_fire_in_the_window():
+    async def scenario(client, service, metrics):
+        body = await expect(client, "GET", "/v1/forecast", 200, params={
+            "from": "2027-10-30T00:00:00Z", "to": "2027-11-01T00:00:00Z"})
+        assert body["truncated"] is False
+        assert [(f["job"], f["utc"], f["notes"]) for f in body["fires"]] == [
+            ("nightly", "2027-10-30T00:30:00Z", []),
+            ("nightly", "2027-10-31T00:30:00Z",
+             ["02:30 happens twice on 2027-10-31 (CEST, then CET) -> runs at the first only"])]
+        body = await expect(client, "GET", "/v1/forecast", 200, params={
+            "from": "2027-10-30T00:00:00Z", "to": "2027-11-01T00:00:00Z", "limit": "1"})
+        assert body["truncated"] is True and len(body["fires"]) == 1
+
+    with_client(scenario)

@@ -200,3 +200,46 @@ def test_options_beat_environment(api, monkeypatch):
     monkeypatch.setenv("HASCHED_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("HASCHED_TOKEN", "wrong")
     assert hasched("jobs", "list", *api.args).exit_code == 0
+
+
+def test_jobs_next_table_and_json(api):
+    result = hasched("jobs", "next", "nightly", "--count", "2", "--from", "2027-03-27T12:00Z",
+                     *api.args)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "nightly: cron '30 2 * * *' (Europe/Berlin)",
+        "LOCAL (Europe/Berlin)  UTC                   NOTE",
+        "2027-03-28 03:00 CEST  2027-03-28T01:00:00Z  02:30 does not exist on 2027-03-28 -> "
+        "runs 03:00",
+        "2027-03-29 02:30 CEST  2027-03-29T00:30:00Z  -"]
+    assert api.service.preview_calls[-1][1:3] == ("nightly", 2)
+    result = hasched("jobs", "next", "nightly", "--count", "2", "--from", "2027-03-27T12:00Z",
+                     "--json", *api.args)
+    answer = json.loads(result.output)
+    assert [f["utc"] for f in answer["fires"]] == ["2027-03-28T01:00:00Z",
+                                                  "2027-03-29T00:30:00Z"]
+
+
+def test_jobs_next_unknown_job_and_bad_count(api):
+    assert "no job named 'nope'" in one_line_error(hasched("jobs", "next", "nope", *api.args))
+    result = hasched("jobs", "next", "nightly", "--count", "0", *api.args)
+    assert result.exit_code == 2 and "--count" in result.output  # refused before asking
+    assert api.service.preview_calls == []
+
+
+def test_jobs_forecast_table_and_json(api):
+    args = ["--from", "2027-10-30T00:00Z", "--to", "2027-11-01T00:00Z"]
+    result = hasched("jobs", "forecast", *args, *api.args)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["UTC", "JOB", "LOCAL", "ZONE", "NOTE"]
+    assert lines[1].split() == ["2027-10-30T00:30:00Z", "nightly", "2027-10-30", "02:30", "CEST",
+                                "Europe/Berlin", "-"]
+    assert lines[2].startswith("2027-10-31T00:30:00Z  nightly  2027-10-31 02:30 CEST  "
+                               "Europe/Berlin  02:30 happens twice")
+    answer = json.loads(hasched("jobs", "forecast", *args, "--json", *api.args).output)
+    assert answer["from"] == "2027-10-30T00:00:00Z" and len(answer["fires"]) == 2
+    result = hasched("jobs", "forecast", "--from", "2027-11-01T00:00Z", "--to",
+                     "2027-10-30T00:00Z", *api.args)
+    assert one_line_error(result) == ("hasched: --to 2027-10-30T00:00:00Z is not after --from "
+                                      "2027-11-01T00:00:00Z")

@@ -89,3 +89,58 @@ def test_missing_path_is_one_line(tmp_path):
     result = validate(str(tmp_path / "absent.toml"))
     assert result.exit_code == 1
     assert result.output == f"hasched: {tmp_path / 'absent.toml'}: no such file or directory\n"
+
+
+PREVIEW = """\
+[job.nightly]
+command = ["/bin/true"]
+schedule = "30 2 * * *"
+timezone = "Europe/Berlin"
+agent = "db1"
+
+[job.feb31]
+command = ["/bin/true"]
+schedule = "0 0 31 2 *"
+agent = "db1"
+
+[job.once]
+command = ["/bin/true"]
+at = "2020-01-01T08:00"
+agent = "db1"
+"""
+
+
+def test_next_previews_offline_and_warns(tmp_path):
+    path = tmp_path / "a.toml"
+    path.write_text(PREVIEW)
+    result = validate(str(path), "--next", "2", "--from", "2027-03-27T12:00Z")
+    assert result.exit_code == 0, result.output
+    out = result.output.splitlines()
+    assert out[:3] == [
+        f"{path}:7: job.feb31: warning: cron '0 0 31 2 *' (UTC) never fires "
+        "(no fire in the next 28 years)",
+        f"{path}:12: job.once: warning: at 2020-01-01T08:00 (UTC) is in the past: it will not "
+        "fire",
+        "3 jobs OK"]
+    at = out.index("nightly: cron '30 2 * * *' (Europe/Berlin)")
+    assert out[at + 2].endswith("02:30 does not exist on 2027-03-28 -> runs 03:00")
+    assert out[at + 3].startswith("2027-03-29 02:30 CEST  2027-03-29T00:30:00Z")
+
+
+def test_validate_json(tmp_path):
+    import json
+
+    path = tmp_path / "a.toml"
+    path.write_text(PREVIEW)
+    answer = json.loads(validate(str(path), "--next", "1", "--from", "2027-03-27T12:00Z",
+                                 "--json").output)
+    assert answer["ok"] is True and answer["jobs"] == 3 and len(answer["warnings"]) == 2
+    assert [v["job"] for v in answer["next"]] == ["nightly", "feb31", "once"]
+    assert answer["next"][0]["fires"][0]["utc"] == "2027-03-28T01:00:00Z"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[job.j]\ncommand = ["x"]\nschedule = "0 0 * * *"\nagent = "db1"\n'
+                   'dst = { gap = "later" }\n')
+    result = validate(str(bad), "--json")
+    assert result.exit_code == 1
+    assert json.loads(result.output)["errors"] == [
+        f"{bad}:5: dst.gap: must be one of: after, skip; got 'later'"]
