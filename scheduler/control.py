@@ -50,7 +50,11 @@ async def handle_request(service: Service, req: Any) -> dict[str, Any]:
     if op == "demote":
         return {"ok": True, **await service.demote()}
     if op == "reload":
-        return {"ok": True, **await service.reload()}
+        answer = await service.reload()
+        if answer.get("errors"):  # nothing changed: say so, and why, in the answer
+            return {"ok": False, "error": f"reload failed with {len(answer['errors'])} "
+                    "error(s); the jobs in force are unchanged", **answer}
+        return {"ok": True, **answer}
     if op == "log-level":
         level = req.get("level")
         if level not in LEVELS:

@@ -198,13 +198,15 @@ class Scheduler(Roles, RunProgress):
 
     # -- reload --------------------------------------------------------------------------
     async def reload(self) -> dict[str, Any]:
-        before = dict(self.jobs)
+        """All job files, or nothing: with any error the jobs in force stay as they were."""
+        before = self.jobs
         errors = self.jobset.load()
-        self.jobset.note_definitions(self.ledger, before)
-        if self.role == "active" and self.plan is not None:
-            self.plan.replace_jobs(self.jobs, _now())
-            self._wake.set()
-        return {"jobs": len(self.jobs), "errors": errors}
+        if not errors:
+            self.jobset.note_definitions(self.ledger, before)
+            if self.role == "active" and self.plan is not None:
+                self.plan.replace_jobs(self.jobs, _now())
+                self._wake.set()
+        return {"jobs": len(self.jobs), "errors": errors, "changed": not errors}
 
     def set_log_level(self, level: str) -> None:
         logging.getLogger("hasched").setLevel(level.upper())
@@ -231,7 +233,7 @@ class Scheduler(Roles, RunProgress):
         reach = self.dispatcher.reachable_count() if self.dispatcher else 0
         return {"role": self._public_role(), "epoch": self.ledger.epoch(), "pid": os.getpid(),
                 "version": __version__, "jobs": len(self.jobs), "agents": len(self.clients),
-                "agents_reachable": reach}
+                "agents_reachable": reach, "definitions": self.jobset.definitions()}
 
     def check(self) -> dict[str, Any]:
         return {"state_store": self.ledger.check(), "jobs": len(self.jobs),
@@ -242,15 +244,27 @@ class Scheduler(Roles, RunProgress):
         job = self.jobs.get(name)
         if job is None:
             raise NotFound(f"no job {name!r}")
+        return self._view(job, bool(self.ledger.job_state(name).get("paused")), _now())
+
+    def _view(self, job: Any, paused: bool, now: datetime) -> dict[str, Any]:
         view = self.jobset.to_dict(job)
-        paused = bool(self.ledger.job_states().get(name, {}).get("paused"))
         view["paused"] = paused
-        nxt = None if paused else job.trigger.next_after(_now())
+        nxt = None
+        if not paused:
+            plan = self.plan if self.role == "active" else None
+            nxt = plan.next_fire(job.name) if plan is not None else job.trigger.next_after(now)
         view["next_fire"] = nominal_iso(nxt) if nxt else None
         return view
 
     def list_jobs(self) -> list[dict[str, Any]]:
-        return [self._job_view(n) for n in sorted(self.jobs)]
+        """Every job's view, in O(jobs): the job-state table is read once, not once per job.
+        The API calls this off the event loop; `self.jobs` is a snapshot (a reload replaces
+        the dict, never changes it)."""
+        jobs, paused, now = self.jobs, self.ledger.paused_jobs(), _now()
+        return [self._view(jobs[n], n in paused, now) for n in sorted(jobs)]
+
+    def definitions(self) -> dict[str, Any]:
+        return self.jobset.definitions()
 
     def get_job(self, name: str) -> dict[str, Any]:
         return self._job_view(name)

@@ -18,12 +18,13 @@ from scheduler.calendars import Calendar
 from scheduler.jobs import CONCURRENCY, JOB_NAME, MISFIRE_POLICIES, NO_ENV, Job, Misfire, Retries
 from scheduler.tomlsrc import SourceError, SourceMap
 from scheduler.triggers import Trigger, make_trigger
-from scheduler.units import parse_duration
+from scheduler.units import check_int, parse_duration
 
 FIELDS = ("command", "schedule", "every", "at", "timezone", "agent", "pool", "timeout",
           "retries", "concurrency", "misfire", "after", "calendar", "env", "cwd", "user",
           "description")
 _FIELD_SET = frozenset(FIELDS)
+MAX_RETRIES = 1000
 _cached_duration = lru_cache(maxsize=4096)(parse_duration)  # job files repeat a few values
 _COMMAND_HINT = 'e.g. command = ["/usr/local/bin/backup", "--full"]'
 
@@ -75,6 +76,9 @@ class JobTableReader:
         after = self.after(name, table.get("after", []))
         env = self.env(name, table.get("env", {}))
         cwd = self.string(name, table, "cwd")
+        if cwd is not None and not cwd.startswith("/"):
+            # Relative to what? The agent's own working directory is nobody's intent.
+            self.error(name, ("cwd",), f"must be an absolute path, got {cwd!r}")
         user = self.string(name, table, "user")
         description = self.string(name, table, "description", allow_empty=True) or ""
         if len(self.errors) > before:
@@ -173,8 +177,10 @@ class JobTableReader:
             return Retries()
         table = self.subtable(name, "retries", value, ("count", "delay"))
         count = table.get("count", 0)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            self.error(name, ("retries", "count"), f"must be an integer >= 0, got {count!r}")
+        try:
+            check_int(count, 0, MAX_RETRIES)
+        except ValueError as exc:
+            self.error(name, ("retries", "count"), str(exc))
             count = 0
         return _retries(count, self.duration(name, table, ("retries", "delay"), 60.0))
 

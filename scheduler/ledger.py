@@ -301,6 +301,14 @@ class Ledger:
     def job_states(self) -> dict[str, dict[str, Any]]:
         return {r["job"]: r for r in self._query("SELECT * FROM job_state")}
 
+    def job_state(self, job: str) -> dict[str, Any]:
+        """One job's row of job_state ({} when it has none)."""
+        rows = self._query("SELECT * FROM job_state WHERE job = ?", (job,))
+        return rows[0] if rows else {}
+
+    def paused_jobs(self) -> set[str]:
+        return {r["job"] for r in self._query("SELECT job FROM job_state WHERE paused != 0")}
+
     def counts(self) -> dict[str, int]:
         rows = self._query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
         return {r["state"]: r["n"] for r in rows}

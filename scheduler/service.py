@@ -44,7 +44,12 @@ class Service(Protocol):
     def set_log_level(self, level: str) -> None: ...
 
     # -- jobs ------------------------------------------------------------------
-    def list_jobs(self) -> list[dict[str, Any]]: ...
+    def list_jobs(self) -> list[dict[str, Any]]:
+        """Every job's view; called in a worker thread (it may take a while at 100k jobs)."""
+
+    def definitions(self) -> dict[str, Any]:
+        """{"stale": False} when the jobs in force are those of the files; else also
+        "failed_at" and "errors" of the last failed reload."""
 
     def get_job(self, name: str) -> dict[str, Any]:
         """Raises NotFound."""

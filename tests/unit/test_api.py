@@ -30,6 +30,7 @@ class FakeService:
         self.runs = {RUN_ID: {"run_id": RUN_ID, "job": "nightly", "state": "succeeded"}}
         self.list_runs_calls: list[dict[str, Any]] = []
         self.output_calls: list[tuple[str, str]] = []
+        self.stale: dict[str, Any] | None = None
 
     def health(self) -> dict[str, Any]:
         return {"role": self.role, "epoch": 7, "version": "0.1.0", "state_store": "ok", "jobs": 1}
@@ -39,6 +40,9 @@ class FakeService:
 
     def list_jobs(self) -> list[dict[str, Any]]:
         return list(self.jobs.values())
+
+    def definitions(self) -> dict[str, Any]:
+        return self.stale or {"stale": False}
 
     def get_job(self, name: str) -> dict[str, Any]:
         if name not in self.jobs:
@@ -170,7 +174,8 @@ def test_tokens_are_never_logged(caplog):
 
 def test_jobs_list_show_pause_resume():
     async def scenario(client, service, metrics):
-        assert await expect(client, "GET", "/v1/jobs", 200) == {"jobs": service.list_jobs()}
+        assert await expect(client, "GET", "/v1/jobs", 200) == {"jobs": service.list_jobs(),
+                                                             "definitions": {"stale": False}}
         assert (await expect(client, "GET", "/v1/jobs/nightly", 200))["name"] == "nightly"
         assert (await expect(client, "POST", "/v1/jobs/nightly/pause", 200))["paused"] is True
         assert service.jobs["nightly"]["paused"] is True

@@ -107,7 +107,7 @@ BASE = '[job.j]\ncommand = ["/bin/true"]\nschedule = "* * * * *"\nagent = "db1"\
      ["2: command: must be a list of strings, not a plain string; "
       "e.g. command = [\"/usr/local/bin/backup\", \"--full\"]"]),
     (BASE + 'retries = { count = -1, delay = "5m" }\n',
-     ["5: retries.count: must be an integer >= 0, got -1"]),
+     ["5: retries.count: must be an integer from 0 to 1000, got -1"]),
     (BASE + 'retries = { count = 1, pause = "5m" }\n',
      ["5: retries.pause: unknown field; expected one of: count, delay"]),
     (BASE + 'timeout = "5x"\n',
