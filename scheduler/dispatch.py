@@ -22,6 +22,7 @@ from scheduler.protocol import (
     StaleEpoch,
     parse_iso,
 )
+from scheduler.statedir import private_dir, write_private
 
 log = logging.getLogger("hasched.dispatch")
 
@@ -339,14 +340,14 @@ class Dispatcher:
             self._finishing.discard(key)
 
     async def _save_output(self, client: AgentClient, key: tuple[str, int], base: Path) -> None:
-        base.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(base.parent, "run output directory")
         for stream in ("stdout", "stderr"):
             try:
                 text = await client.output(*key, stream=stream)
             except AgentError as e:
                 text = f"[hasched: output not available: {e}]\n"
             path = base.with_name(f"{base.name}.{stream}")
-            await asyncio.to_thread(path.write_text, text)
+            await asyncio.to_thread(write_private, path, text)
 
     # -- adoption (start as active, promote) -----------------------------------
     def adoption(self, agent: str, run: dict[str, Any], final: bool) -> Change:

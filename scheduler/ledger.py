@@ -8,6 +8,7 @@ stream). Reads use a second connection so that the API can query while a write i
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from scheduler.statedir import FILE_MODE, make_private, private_dir
 
 STATES = ("scheduled", "dispatched", "running", "succeeded", "failed", "timed-out",
           "cancelled", "lost")
@@ -93,8 +96,15 @@ class Ledger:
         self._listeners: list[Listener] = []
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
+        # Private from its creation on: SQLite gives the -wal and -shm files the mode of the
+        # database file, and runs' commands and reasons are nobody else's business.
+        private_dir(self.path.parent)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+        except OSError as e:
+            raise LedgerError(f"{self.path}: cannot open the ledger: {e.strerror or e}") from e
+        make_private(*(f"{self.path}{suffix}" for suffix in ("", "-wal", "-shm")))
+        try:
             self._w = self._connect()
             self._w.executescript(_SCHEMA)
             self._upgrade()
