@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 import subprocess
@@ -43,6 +44,10 @@ class FakeService:
 
     def definitions(self) -> dict[str, Any]:
         return self.stale or {"stale": False}
+
+    def job_listing(self):
+        text = json.dumps({"jobs": self.list_jobs(), "definitions": self.definitions()})
+        yield from (text[:10], text[10:])
 
     def get_job(self, name: str) -> dict[str, Any]:
         if name not in self.jobs:
@@ -303,7 +308,7 @@ def test_a_service_crash_is_500_json_without_traceback_in_the_answer(caplog):
     def broken():
         raise RuntimeError("ledger\nexploded")
 
-    service.list_jobs = broken
+    service.job_listing = broken
 
     async def scenario(client, service, metrics):
         body = await expect(client, "GET", "/v1/jobs", 500)
