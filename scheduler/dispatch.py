@@ -22,6 +22,7 @@ from scheduler.protocol import (
     StaleEpoch,
     parse_iso,
 )
+from scheduler.secretenv import SecretError, read_secret_env
 from scheduler.statedir import private_dir, write_private
 
 log = logging.getLogger("hasched.dispatch")
@@ -170,9 +171,16 @@ class Dispatcher:
             # to the same agent, whose (run_id, attempt) dedup then makes it harmless.
             await self.writer.write([Change("update", row["run_id"], row["attempt"],
                                             fields={"agent": agent}, when=("scheduled",))])
+        try:
+            secrets = read_secret_env(getattr(job, "secret_env", None) or {})
+        except SecretError as e:
+            await self.writer.write([Change("update", row["run_id"], row["attempt"], fields={
+                "state": "failed", "finished_at": utc_iso(), "reason": str(e)},
+                when=("scheduled",))])
+            return False
         order = DispatchOrder(run_id=row["run_id"], job=row["job"], attempt=row["attempt"],
                               epoch=self.epoch(), command=command_of(job),
-                              env=dict(getattr(job, "env", None) or {}),
+                              env={**(getattr(job, "env", None) or {}), **secrets},
                               cwd=getattr(job, "cwd", None), user=getattr(job, "user", None),
                               timeout=_seconds(getattr(job, "timeout", None)),
                               start_at=self._start_at(row))

@@ -21,11 +21,12 @@ from scheduler.triggers import Trigger, make_trigger
 from scheduler.units import check_int, parse_duration
 
 FIELDS = ("command", "schedule", "every", "at", "timezone", "agent", "pool", "timeout",
-          "retries", "concurrency", "misfire", "after", "calendar", "env", "cwd", "user",
-          "description")
+          "retries", "concurrency", "misfire", "after", "calendar", "env", "secret_env", "cwd",
+          "user", "description")
 _FIELD_SET = frozenset(FIELDS)
 MAX_RETRIES = 1000
 _cached_duration = lru_cache(maxsize=4096)(parse_duration)  # job files repeat a few values
+_SECRET_HINT = 'secret_env = { DB_PASSWORD = { file = "/etc/hasched/secrets/db" } }'
 _COMMAND_HINT = 'e.g. command = ["/usr/local/bin/backup", "--full"]'
 
 
@@ -75,6 +76,7 @@ class JobTableReader:
         misfire = self.misfire(name, table.get("misfire"))
         after = self.after(name, table.get("after", []))
         env = self.env(name, table.get("env", {}))
+        secret_env = self.secret_env(name, table.get("secret_env", {}), env)
         cwd = self.string(name, table, "cwd")
         if cwd is not None and not cwd.startswith("/"):
             # Relative to what? The agent's own working directory is nobody's intent.
@@ -87,7 +89,8 @@ class JobTableReader:
         return Job(name=name, command=command, trigger=trigger, timezone=intern(timezone),
                    agent=agent and intern(agent), pool=pool and intern(pool), timeout=timeout,
                    retries=retries, concurrency=concurrency,
-                   misfire=misfire, after=after, calendar=calendar_name, env=env, cwd=cwd,
+                   misfire=misfire, after=after, calendar=calendar_name, env=env,
+                   secret_env=secret_env, cwd=cwd,
                    user=user, description=description,
                    source=f"{self.path}:{self.lines.header_line('job', name) or 1}")
 
@@ -205,6 +208,27 @@ class JobTableReader:
             self.error(name, ("env",), 'must be a table of strings, e.g. env = { LANG = "C" }')
             return NO_ENV
         return MappingProxyType(dict(value)) if value else NO_ENV
+
+    def secret_env(self, name: str, value: Any, env: Mapping[str, str]) -> Mapping[str, str]:
+        """`secret_env = { NAME = { file = "/abs/path" } }`: the value is read from the file at
+        each dispatch, so it is in no job file and the API never shows it."""
+        if not isinstance(value, dict):
+            self.error(name, ("secret_env",), f"must be a table, e.g. {_SECRET_HINT}")
+            return NO_ENV
+        files = {}
+        for var, ref in value.items():
+            key = ("secret_env", var)
+            path = ref.get("file") if isinstance(ref, dict) and set(ref) == {"file"} else None
+            if not isinstance(path, str):
+                self.error(name, key, f"must be {{ file = \"/absolute/path\" }}, e.g. "
+                           f"{_SECRET_HINT}")
+            elif not path.startswith("/"):
+                self.error(name, key, f"file must be an absolute path, got {path!r}")
+            elif var in env:
+                self.error(name, key, "also set in env; give it in one of env, secret_env")
+            else:
+                files[var] = path
+        return MappingProxyType(files) if files else NO_ENV
 
 
 # Value objects many jobs share are made once: it matters at 100k jobs.

@@ -126,6 +126,14 @@ BASE = '[job.j]\ncommand = ["/bin/true"]\nschedule = "* * * * *"\nagent = "db1"\
     (BASE + 'env = { LANG = 1 }\n',
      ['5: env: must be a table of strings, e.g. env = { LANG = "C" }']),
     ('[jobs.j]\n', ["1: jobs: unknown table; expected [job.NAME] or [calendars.NAME]"]),
+    (BASE + 'cwd = "srv"\n', ["5: cwd: must be an absolute path, got 'srv'"]),
+    (BASE + 'secret_env = { PW = "hunter2" }\n',
+     ['5: secret_env.PW: must be { file = "/absolute/path" }, e.g. secret_env = { DB_PASSWORD = '
+      '{ file = "/etc/hasched/secrets/db" } }']),
+    (BASE + 'secret_env = { PW = { file = "pw.txt" } }\n',
+     ["5: secret_env.PW: file must be an absolute path, got 'pw.txt'"]),
+    (BASE + 'env = { PW = "x" }\nsecret_env = { PW = { file = "/pw" } }\n',
+     ["6: secret_env.PW: also set in env; give it in one of env, secret_env"]),
 ])
 def test_errors_are_one_line_with_file_line_field(tmp_path, text, expected):
     path = write(tmp_path, "bad.toml", text)
@@ -204,3 +212,11 @@ def test_jobs_are_hashable_and_read_only(tmp_path):
     assert job in {job}
     with pytest.raises(TypeError):
         job.env["LANG"] = "de_DE"  # type: ignore[index]
+
+
+def test_secret_env_is_shown_as_secret(tmp_path):
+    path = write(tmp_path, "s.toml", BASE + 'secret_env = { PW = { file = "/etc/pw" } }\n')
+    jobs, errors = load_job_file(path, agents=AGENTS, pools=POOLS)
+    assert errors == [] and jobs[0].secret_env == {"PW": "/etc/pw"}
+    view = job_to_dict(jobs[0])
+    assert view["secret_env"] == {"PW": "<secret>"} and "/etc/pw" not in json.dumps(view)
