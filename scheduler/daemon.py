@@ -308,7 +308,7 @@ class Scheduler(Roles, RunProgress):
             raise Conflict(f"job {name!r} has an unfinished run {r['run_id']} ({r['state']}) "
                            "and concurrency=forbid: no manual run started")
         t = _now().replace(microsecond=0)
-        rid = planning.run_id(name, t)
+        rid = planning.manual_run_id(name, t)
         await self.writer.write([Change("create", rid, 1, name, {
             "nominal": nominal_iso(t), "manual": 1, "agent": self.dispatcher.pick_agent(job)})])
         row = self.ledger.get_run(rid)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.ledger import FINAL_STATES, BatchWriter, Change, Ledger, utc_iso
+from scheduler.planner import nominal_of
 from scheduler.protocol import (
     AgentClient,
     AgentError,
@@ -45,10 +46,6 @@ def _seconds(value: Any) -> float | None:
     if isinstance(value, timedelta):
         return value.total_seconds()
     return float(value)
-
-
-def nominal_of(run_id: str) -> str:
-    return run_id.rpartition("@")[2]
 
 
 class Dispatcher:
