@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +45,14 @@ def _error(status: int, message: str) -> web.Response:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    start = time.monotonic()
+    response = await _answer(request, handler)
+    log.debug("%s %s from %s: %d in %.1f ms", request.method, request.path, request.remote,
+              response.status, (time.monotonic() - start) * 1000)
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except NotFound as exc:
@@ -69,10 +79,34 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         presented = bearer_token(request.headers.get("Authorization"))
         if not token_allowed(presented, request.app[TOKENS_KEY]):
             # The token itself is never logged, only that one was wrong.
-            log.warning("refused %s %s from %s: missing or wrong bearer token",
-                        request.method, request.path, request.remote)
+            request.app[REFUSALS_KEY].note(request)
             return _error(401, "missing or wrong bearer token")
     return await handler(request)
+
+
+class Refusals:
+    """401s: each at DEBUG, and at most one WARNING per `every` seconds with how many there
+    were since the last one. A scan used to write one WARNING line per request."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self.count = 0
+        self._last = -math.inf
+
+    def note(self, request: web.Request) -> None:
+        log.debug("refused %s %s from %s: missing or wrong bearer token", request.method,
+                  request.path, request.remote)
+        self.count += 1
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            log.warning("refused %d request(s) with a missing or wrong bearer token in the last "
+                        "%.0fs (the latest: %s %s from %s)", self.count,
+                        min(now - self._last, self.every), request.method, request.path,
+                        request.remote)
+            self._last, self.count = now, 0
+
+
+REFUSALS_KEY = web.AppKey("refusals", Refusals)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -214,6 +248,7 @@ def make_app(service: Service, tokens: frozenset[str], metrics: Metrics) -> web.
     app[SERVICE_KEY] = service
     app[TOKENS_KEY] = frozenset(tokens)
     app[METRICS_KEY] = metrics
+    app[REFUSALS_KEY] = Refusals()
     app.router.add_get("/health", _health)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/v1/jobs", _list_jobs)

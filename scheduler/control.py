@@ -35,6 +35,7 @@ async def handle_request(service: Service, req: Any) -> dict[str, Any]:
     if not isinstance(req, dict) or not isinstance(req.get("op"), str):
         return {"ok": False, "error": "request must be a JSON object with a string 'op'"}
     op = req["op"]
+    log.debug("control request %r", op[:40])
     if op == "status":
         return {"ok": True, **service.status()}
     if op == "check":

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 from scheduler import __version__
 from scheduler import planner as planning
 from scheduler.config import (
+    ConfigError,
     SchedulerConfig,
     read_token,
     read_tokens,
@@ -37,6 +39,10 @@ LISTING_CHUNK = 1000  # jobs per piece of GET /v1/jobs: some 10 ms of work betwe
 # Fires are planned this many seconds early: those that can be sent ahead reach their agent
 # before their time and start there at it (progress.RunProgress); the others wait for it.
 DISPATCH_LEAD = 1.0
+
+
+def _why(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or " ".join(str(e).split()) or type(e).__name__
 
 
 def _now() -> datetime:
@@ -126,12 +132,22 @@ class Scheduler(Roles, RunProgress):
         except ImportError as e:  # the REST API is optional for the core to run
             log.warning("REST API not available: %s", e)
             return
+        cfg = self.config
+        try:
+            ssl_context = make_ssl_context(cfg.tls)
+        except (OSError, ssl.SSLError, ValueError) as e:
+            raise ConfigError(cfg.path, None, "scheduler.tls",
+                              f"cannot load the certificate or key: {_why(e)}") from None
         app = make_app(self, self.api_tokens, self.metrics)
         self._api_runner = web.AppRunner(app, access_log=None)
         await self._api_runner.setup()
-        site = web.TCPSite(self._api_runner, self.config.listen_host, self.config.listen_port,
-                           ssl_context=make_ssl_context(self.config.tls))
-        await site.start()
+        site = web.TCPSite(self._api_runner, cfg.listen_host, cfg.listen_port,
+                           ssl_context=ssl_context)
+        try:
+            await site.start()
+        except OSError as e:  # "Name or service not known" alone named no setting
+            raise ConfigError(cfg.path, None, "scheduler.listen", f"cannot listen on "
+                              f"{cfg.listen_host}:{cfg.listen_port}: {_why(e)}") from None
         log.info("REST API listening on %s:%s", self.config.listen_host, self.config.listen_port)
 
     def _spawn(self, coro: Any) -> None:

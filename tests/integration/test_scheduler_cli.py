@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 
 import pytest
@@ -67,3 +68,22 @@ def test_reload_is_all_or_nothing_and_says_so(lab: Lab) -> None:
     s.proc.p.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
     wait_for("the reload after SIGHUP", lambda: s.ctl({"op": "check"})["job_errors"] == [])
     assert s.status()["jobs"] == 2 and s.status()["definitions"] == {"stale": False}
+
+
+def test_a_listen_address_that_cannot_be_had_names_the_setting(lab: Lab) -> None:
+    s = lab.scheduler("a", role="standby")
+    assert s.proc is not None and s.proc.stop() == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        s.config.write_text(s.config.read_text().replace(f"127.0.0.1:{s.port}",
+                                                         f"127.0.0.1:{port}"))
+        r = subprocess.run(hasched("scheduler", "run", "--config", str(s.config)),
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    errors = [line for line in r.stderr.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and errors[0].endswith(
+        f"{s.config}: scheduler.listen: cannot listen on 127.0.0.1:{port}: "
+        f"error while attempting to bind on address ('127.0.0.1', {port}): "
+        "address already in use"), r.stderr

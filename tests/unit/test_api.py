@@ -209,6 +209,31 @@ def test_run_now_on_a_standby_is_409():
     with_client(scenario, service)
 
 
+def test_401s_are_debug_lines_and_one_warning_a_minute(caplog):
+    caplog.set_level(logging.DEBUG, logger="hasched.api")
+
+    async def scenario(client, service, metrics):
+        for _ in range(50):
+            await expect(client, "GET", "/v1/jobs", 401, headers={})
+
+    with_client(scenario)
+    refusals = [r for r in caplog.records if "missing or wrong bearer token" in r.getMessage()]
+    warnings = [r for r in refusals if r.levelno >= logging.WARNING]
+    assert len(refusals) == 51 and len(warnings) == 1  # it was 50 WARNING lines
+    assert sum(r.levelno == logging.DEBUG for r in refusals) == 50
+
+
+def test_each_request_is_a_debug_line(caplog):
+    caplog.set_level(logging.DEBUG, logger="hasched.api")
+
+    async def scenario(client, service, metrics):
+        await expect(client, "GET", "/v1/jobs/nope", 404, headers=AUTH)
+
+    with_client(scenario)
+    assert any(r.levelno == logging.DEBUG and "GET /v1/jobs/nope from" in r.getMessage()
+               and ": 404 in " in r.getMessage() for r in caplog.records)
+
+
 def test_run_now_refused_by_the_job_policy_is_409_with_the_reason():
     service = FakeService()
     service.busy = True
