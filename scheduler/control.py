@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.service import Service
+from scheduler.units import check_int
 
 log = logging.getLogger("hasched.control")
 
@@ -44,9 +45,10 @@ async def handle_request(service: Service, req: Any) -> dict[str, Any]:
             return {"ok": False, "error": f"state store: {res.get('state_store')}", **res}
         return {"ok": True, **res}
     if op == "promote":
-        epoch = req.get("epoch")
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            return {"ok": False, "error": "field 'epoch': must be an integer >= 0"}
+        try:
+            epoch = check_int(req.get("epoch"))  # what the ledger can hold
+        except ValueError as e:
+            return {"ok": False, "error": f"field 'epoch': {e}"}
         return {"ok": True, **await service.promote(epoch)}
     if op == "demote":
         return {"ok": True, **await service.demote()}

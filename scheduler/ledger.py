@@ -153,10 +153,15 @@ class Ledger:
                 c.execute("BEGIN IMMEDIATE")
                 done = [self._apply_one(c, ch) for ch in changes]
                 c.execute("COMMIT")
-            except sqlite3.Error as e:
+            except BaseException as e:
+                # Whatever went wrong (an int SQLite cannot hold raised OverflowError, which
+                # left the connection inside its transaction and every later write failing),
+                # nothing of the batch stays and the next write starts clean.
                 if c.in_transaction:
                     c.execute("ROLLBACK")
-                raise LedgerError(f"{self.path}: write failed: {e}") from e
+                if isinstance(e, sqlite3.Error | OverflowError):
+                    raise LedgerError(f"{self.path}: write failed: {e}") from e
+                raise
         effective = [ch for ch, ok in zip(changes, done, strict=True) if ok]
         if effective:
             for listener in self._listeners:
