@@ -239,6 +239,27 @@ async def _run_output(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
+class _OneLine(logging.Filter):
+    """aiohttp's own refusals of bad HTTP (an invalid request line, a header over 8 KiB) are
+    logged with a traceback at ERROR: a scan would fill the log. They become one DEBUG line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            why = _one_line(record.exc_info[1]) or type(record.exc_info[1]).__name__
+            record.msg = f"{record.getMessage()}: {why}"[:500]
+            record.args, record.exc_info, record.exc_text = (), None, None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger("hasched").isEnabledFor(record.levelno)
+
+
+def http_logger() -> logging.Logger:
+    """The logger to give aiohttp's server (AppRunner(..., logger=http_logger()))."""
+    logger = logging.getLogger("hasched.api.http")
+    if not any(isinstance(f, _OneLine) for f in logger.filters):
+        logger.addFilter(_OneLine())
+    return logger
+
+
 def make_app(service: Service, tokens: frozenset[str], metrics: Metrics) -> web.Application:
     """The REST API application; the daemon runs it (with TLS from make_ssl_context if set)."""
     if not tokens:

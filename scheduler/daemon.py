@@ -128,7 +128,7 @@ class Scheduler(Roles, RunProgress):
         try:
             from aiohttp import web
 
-            from scheduler.api import make_app, make_ssl_context
+            from scheduler.api import http_logger, make_app, make_ssl_context
         except ImportError as e:  # the REST API is optional for the core to run
             log.warning("REST API not available: %s", e)
             return
@@ -139,7 +139,7 @@ class Scheduler(Roles, RunProgress):
             raise ConfigError(cfg.path, None, "scheduler.tls",
                               f"cannot load the certificate or key: {_why(e)}") from None
         app = make_app(self, self.api_tokens, self.metrics)
-        self._api_runner = web.AppRunner(app, access_log=None)
+        self._api_runner = web.AppRunner(app, access_log=None, logger=http_logger())
         await self._api_runner.setup()
         site = web.TCPSite(self._api_runner, cfg.listen_host, cfg.listen_port,
                            ssl_context=ssl_context)

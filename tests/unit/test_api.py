@@ -363,3 +363,32 @@ def test_ssl_context_loads_a_real_certificate(tmp_path):
     ctx = make_ssl_context({"cert": str(cert), "key": str(key), "ca": str(cert)})
     assert isinstance(ctx, ssl.SSLContext)
     assert ctx.verify_mode == ssl.CERT_NONE  # clients authenticate with tokens, not certificates
+
+
+@pytest.mark.parametrize("raw", [
+    b"GARBAGE\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nContent-Length: zz\r\n\r\n",
+])
+def test_bad_http_is_a_400_and_one_debug_line_not_a_traceback(caplog, raw):
+    from scheduler.api import http_logger
+
+    caplog.set_level(logging.DEBUG, logger="hasched")  # restored after the test
+
+    async def scenario():
+        server = TestServer(make_app(FakeService(), frozenset({TOKEN}), Metrics()))
+        await server.start_server(logger=http_logger())
+        try:
+            reader, writer = await asyncio.open_connection(server.host, server.port)
+            writer.write(raw)
+            await writer.drain()
+            answer = await reader.read(1000)
+            writer.close()
+        finally:
+            await server.close()
+        return answer
+
+    assert asyncio.run(scenario()).startswith(b"HTTP/1.0 400 ")
+    records = [r for r in caplog.records if r.name == "hasched.api.http"]
+    assert len(records) == 1 and records[0].levelno == logging.DEBUG  # it was ERROR + traceback
+    assert records[0].exc_info is None and "\n" not in records[0].getMessage()
