@@ -40,8 +40,11 @@ def private_dir(path: str | Path, what: str = "state_dir") -> Path:
         path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
         if not path.is_dir():
             raise StateDirError(f"{what} {path}: not a directory")
-        if stat.S_IMODE(path.stat().st_mode) != DIR_MODE:
-            os.chmod(path, DIR_MODE)  # state written by an older version was 0755
+        st = path.stat()
+        # State written by an older version was 0755. A directory someone else owns (root's,
+        # shared with a group on purpose) is left as its owner made it.
+        if stat.S_IMODE(st.st_mode) != DIR_MODE and st.st_uid == os.geteuid():
+            os.chmod(path, DIR_MODE)
     except OSError as exc:
         raise StateDirError(f"{what} {path}: cannot use it: {_cause(exc)}") from None
     if not os.access(path, os.W_OK | os.X_OK):
@@ -53,7 +56,8 @@ def make_private(*paths: str | Path) -> None:
     """chmod 0600 every one of paths that exists (files an older version made 0644)."""
     for path in paths:
         try:
-            if stat.S_IMODE(os.lstat(path).st_mode) & 0o077:
+            st = os.lstat(path)
+            if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
                 os.chmod(path, FILE_MODE)
         except FileNotFoundError:
             pass
