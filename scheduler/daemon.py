@@ -57,18 +57,19 @@ class Scheduler(Roles, RunProgress):
         self.wanted_role = role
         self.role = "standby"
         self.metrics = metrics
-        self.ledger = Ledger(Path(config.state_dir) / "ledger.sqlite")
-        self.writer = BatchWriter(self.ledger)
-        self.jobset = JobSet(config)
-        self.jobset.load(strict=True)
-        self.jobset.note_definitions(self.ledger, {})
-        # Tokens are read at construction so that a bad token file is a start-up error (exit 2).
+        # Tokens first: a bad token file is a start-up error (exit 2) before anything is read
+        # or written.
         agents = config.agents or {}
         self.clients: dict[str, AgentClient] = {
             n: AgentClient(n, a.url, read_token(a.token_file), str(a.ca) if a.ca else None)
             for n, a in agents.items()}
         self.api_tokens = (read_tokens(config.api_tokens_file) if config.api_tokens_file
                            else frozenset())
+        self.ledger = Ledger(Path(config.state_dir) / "ledger.sqlite")
+        self.writer = BatchWriter(self.ledger)
+        self.jobset = JobSet(config)
+        self.jobset.load(strict=True)
+        self.jobset.note_definitions(self.ledger, {})
         self.dispatcher: Dispatcher | None = None
         self.control = ControlServer(self, Path(config.run_dir))
         self._tasks: list[asyncio.Task[None]] = []

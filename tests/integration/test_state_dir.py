@@ -102,3 +102,21 @@ def test_an_unusable_state_dir_is_one_line(lab: Lab, tmp_path: Path) -> None:
     assert r.returncode == 2, r
     assert r.stderr.splitlines() == [f"state_dir {blocker / 'state'}: cannot use it: "
                                      "Not a directory"]
+
+
+def test_token_files_others_may_read_or_too_short_are_refused_at_start(lab: Lab) -> None:
+    a = lab.agent("a1")
+    s = lab.scheduler("a", role="standby")
+    assert s.proc is not None and s.proc.stop() == 0 and a.proc.stop() == 0
+    tokens = s.dir / "api-tokens"
+    tokens.chmod(0o644)
+    r = run("scheduler", "run", "--config", str(s.config))
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        f"{tokens}: token file: is readable by group or others (mode 0644); make it 0600 "
+        f"(chmod 600 {tokens})"], r.stderr
+    agent_token = a.dir / "token"
+    agent_token.write_text("too-short\n")
+    r = run("agent", "run", "--config", str(a.dir / "agent.toml"))
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        f"{agent_token}:1: token: shorter than 32 characters (make one with: openssl rand -hex "
+        "32)"], r.stderr
