@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
@@ -18,7 +17,7 @@ from typing import Any
 from scheduler.calendars import Calendar
 from scheduler.jobs import CONCURRENCY, JOB_NAME, MISFIRE_POLICIES, NO_ENV, Job, Misfire, Retries
 from scheduler.tomlsrc import SourceError, SourceMap
-from scheduler.triggers import CronTrigger, Trigger, make_trigger
+from scheduler.triggers import Trigger, make_trigger
 from scheduler.units import check_int, parse_duration
 
 FIELDS = ("command", "schedule", "every", "at", "timezone", "agent", "pool", "timeout",
@@ -43,8 +42,6 @@ class JobTableReader:
         self.path, self.lines = path, lines
         self.agents, self.pools, self.calendars = agents, pools, calendars
         self.errors: list[JobError] = []
-        # One instant for the whole file: the next-fire cache is shared by equal schedules.
-        self.now = datetime.now(UTC).replace(second=0, microsecond=0)
 
     def error(self, job: str, key: tuple[str, ...], message: str) -> None:
         line = self.lines.line("job", job, *key) if key else self.lines.header_line("job", job)
@@ -124,16 +121,8 @@ class JobTableReader:
             self.error(name, (), "missing field: give exactly one of schedule, every, at")
             return None
         try:
-            trigger = make_trigger(schedule=table.get("schedule"), every=table.get("every"),
-                                   at=table.get("at"), timezone=timezone, calendar=calendar)
-            # A schedule that can never fire is a mistake (`0 0 31 2 *`); a one-off `at` in
-            # the past is not: it has fired, and its file must keep loading.
-            if isinstance(trigger, CronTrigger) and trigger.next_after(self.now) is None:
-                where = f" on the days of calendar {calendar.name!r}" if calendar else ""
-                self.error(name, ("schedule",), f"{table['schedule']!r} never fires{where} "
-                           "(no such date in the next 28 years)")
-                return None
-            return trigger
+            return make_trigger(schedule=table.get("schedule"), every=table.get("every"),
+                                at=table.get("at"), timezone=timezone, calendar=calendar)
         except ValueError as exc:
             if "time zone" in str(exc):
                 key = "timezone"
