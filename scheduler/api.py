@@ -192,11 +192,15 @@ async def _list_jobs(request: web.Request) -> web.Response:
     first = next(pieces)  # a failure before the answer starts is still a JSON 500
     response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
     await response.prepare(request)
-    await response.write(first.encode())
-    for piece in pieces:
-        await response.write(piece.encode())  # waits for the client to drain, yields
-        await asyncio.sleep(0)
-    await response.write_eof()
+    try:
+        await response.write(first.encode())
+        for piece in pieces:
+            await response.write(piece.encode())  # waits for the client to drain, yields
+            await asyncio.sleep(0)
+        await response.write_eof()
+    except ConnectionError:  # the client went away mid-answer: nothing to tell it
+        log.debug("%s %s: the client left before the end of the answer", request.method,
+                  request.path)
     return response
 
 
