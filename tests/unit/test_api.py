@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import ssl
 import subprocess
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from scheduler.api import make_app, make_ssl_context
@@ -392,3 +394,40 @@ def test_bad_http_is_a_400_and_one_debug_line_not_a_traceback(caplog, raw):
     records = [r for r in caplog.records if r.name == "hasched.api.http"]
     assert len(records) == 1 and records[0].levelno == logging.DEBUG  # it was ERROR + traceback
     assert records[0].exc_info is None and "\n" not in records[0].getMessage()
+
+
+def test_a_client_leaving_mid_listing_is_no_internal_error(caplog):
+    class Big(FakeService):
+        def job_listing(self):
+            yield '{"jobs": ['
+            for i in range(20000):
+                yield ("," if i else "") + ",".join('{"name": "x"}' for _ in range(100))
+            yield '], "definitions": {}}'
+
+    caplog.set_level(logging.DEBUG, logger="hasched")
+
+    async def scenario():
+        # The daemon's own runner (TestServer cancels a handler whose client left instead)
+        runner = web.AppRunner(make_app(Big(), frozenset({TOKEN}), Metrics()), access_log=None)
+        await runner.setup()
+        site = web.SockSite(runner, socket.create_server(("127.0.0.1", 0)))
+        await site.start()
+        try:
+            port = site._sock.getsockname()[1]
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}"
+                         "\r\n\r\n".encode())
+            await writer.drain()
+            assert (await reader.read(100)).startswith(b"HTTP/1.1 200 ")
+            writer.close()
+            for _ in range(100):  # until the server has noticed
+                if any("left before the end" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())
+    assert any("left before the end" in r.getMessage() for r in caplog.records), \
+        [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
