@@ -410,10 +410,10 @@ def test_a_client_leaving_mid_listing_is_no_internal_error(caplog):
         # The daemon's own runner (TestServer cancels a handler whose client left instead)
         runner = web.AppRunner(make_app(Big(), frozenset({TOKEN}), Metrics()), access_log=None)
         await runner.setup()
-        site = web.SockSite(runner, socket.create_server(("127.0.0.1", 0)))
-        await site.start()
+        sock = socket.create_server(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        await web.SockSite(runner, sock).start()
         try:
-            port = site._sock.getsockname()[1]
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(f"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}"
                          "\r\n\r\n".encode())
