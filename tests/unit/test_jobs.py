@@ -92,8 +92,8 @@ BASE = '[job.j]\ncommand = ["/bin/true"]\nschedule = "* * * * *"\nagent = "db1"\
     (BASE + 'colour = "red"\n',
      [f"5: colour: unknown field; expected one of: {', '.join(FIELDS)}"]),
     (BASE.replace("* * * * *", "61 * * * *"),
-     ["3: schedule: bad cron expression '61 * * * *': [61 * * * *] is not acceptable, "
-      "out of range"]),
+     ["3: schedule: bad cron expression '61 * * * *': minute field '61' is out of range: "
+      "61 is not in 0-59"]),
     (BASE.replace("* * * * *", "0 0 * * * *"),
      ["3: schedule: not a cron expression: '0 0 * * * *' (want 5 fields: minute hour "
       "day-of-month month day-of-week, or @hourly/@daily/@weekly/...)"]),
