@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from scheduler.logs import LOG_LEVELS
 from scheduler.tomlsrc import SourceError, SourceMap, read_toml
 from scheduler.units import parse_duration, parse_size
-
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 class ConfigError(SourceError):

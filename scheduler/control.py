@@ -16,6 +16,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from scheduler.logs import LOG_LEVELS
 from scheduler.protocol import MAX_EPOCH
 from scheduler.service import Service
 from scheduler.units import check_int
@@ -23,7 +24,6 @@ from scheduler.units import check_int
 log = logging.getLogger("hasched.control")
 
 SOCKET_NAME = "control.sock"
-LEVELS = ("debug", "info", "warning", "error")
 MAX_LINE = 64 * 1024
 
 
@@ -61,8 +61,8 @@ async def handle_request(service: Service, req: Any) -> dict[str, Any]:
         return {"ok": True, **answer}
     if op == "log-level":
         level = req.get("level")
-        if level not in LEVELS:
-            return {"ok": False, "error": f"field 'level': must be one of {', '.join(LEVELS)}"}
+        if level not in LOG_LEVELS:
+            return {"ok": False, "error": f"field 'level': must be one of {', '.join(LOG_LEVELS)}"}
         service.set_log_level(level)
         return {"ok": True, "level": level}
     return {"ok": False, "error": f"unknown op {op!r}"}

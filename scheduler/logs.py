@@ -6,6 +6,9 @@ import logging
 import sys
 import time
 
+# The levels a daemon accepts (configuration, command line, `hasched ctl log-level`).
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
 
 class _IsoFormatter(logging.Formatter):
     """Lines start with an ISO 8601 UTC time to the millisecond, so that a scheduler.log can

@@ -24,13 +24,12 @@ from scheduler.agent.launcher import Spawner
 from scheduler.agent.runner import Runner
 from scheduler.agent.store import Store, StoreError
 from scheduler.config import AgentConfig, ConfigError, load_agent_config, read_token
-from scheduler.logs import setup_logging
+from scheduler.logs import LOG_LEVELS, setup_logging
 from scheduler.statedir import StateDirBusy, StateDirError, lock_state_dir
 
 log = logging.getLogger("hasched.agent")
 
 PURGE_INTERVAL = 3600.0
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
+from scheduler.logs import LOG_LEVELS
 
 
 @click.group("agent")

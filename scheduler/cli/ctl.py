@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
+from scheduler.logs import LOG_LEVELS
+
 EXIT_ERROR = 1
 EXIT_NOT_RUNNING = 7
 

@@ -12,9 +12,10 @@ from typing import Any
 
 import click
 
+from scheduler.logs import LOG_LEVELS
+
 log = logging.getLogger("hasched.scheduler")
 
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @click.group("scheduler")
