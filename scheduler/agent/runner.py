@@ -32,23 +32,12 @@ from scheduler.protocol import (
     parse_iso,
     utc_now,
 )
+from scheduler.units import format_duration
 
 log = logging.getLogger("hasched.agent")
 
 RESTART_REASON = "agent restarted while the run was in flight: its process is gone"
 POLL_INTERVAL = 0.25
-
-
-def format_duration(seconds: float) -> str:
-    """90 -> "1m30s", 7200 -> "2h": the same notation as the configuration files."""
-    if seconds != int(seconds) or seconds < 1:
-        return f"{seconds:g}s"
-    rest, out = int(seconds), ""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if rest >= size:
-            out += f"{rest // size}{unit}"
-            rest %= size
-    return out
 
 
 def outcome(result: dict[str, Any], timeout: float | None) -> tuple[str, str | None]:

@@ -1,5 +1,6 @@
 import pytest
 
+from scheduler.agent.runner import outcome
 from scheduler.units import check_int, format_duration, parse_duration, parse_size
 
 pytestmark = pytest.mark.unit
@@ -13,6 +14,13 @@ def test_parse_duration_accepts_documented_forms(text, seconds):
     assert parse_duration(text) == seconds
 
 
+def test_a_timeout_reason_uses_the_configuration_notation():
+    # The agent had its own format_duration, which wrote 90.5 s as "90.5s" but 90 s as "1m30s".
+    result = {"timed_out": True, "exit_code": None, "signal": 9}
+    assert outcome(result, 90.5) == ("timed-out", "timed out after 1m30.5s")
+    assert outcome(result, 90) == ("timed-out", "timed out after 1m30s")
+
+
 @pytest.mark.parametrize("bad", ["5x", "", "m", "1m1h", "-5s", -1, True, None, "1 h"])
 def test_parse_duration_rejects_with_hint(bad):
     with pytest.raises(ValueError) as info:
@@ -22,7 +30,7 @@ def test_parse_duration_rejects_with_hint(bad):
 
 @pytest.mark.parametrize("seconds, text", [
     (0, "0s"), (30, "30s"), (300, "5m"), (5400, "1h30m"), (86400, "1d"), (90061, "1d1h1m1s"),
-    (0.5, "0.5s"),
+    (0.5, "0.5s"), (90.5, "1m30.5s"), (3600.25, "1h0.25s"),
 ])
 def test_format_duration_round_trips(seconds, text):
     assert format_duration(seconds) == text
