@@ -31,13 +31,32 @@ def ticks_to_time(ticks: str | int) -> float:
     return float(ticks) / CLOCK_TICKS + boot_time()
 
 
+def stat_fields(pid: int) -> list[bytes] | None:
+    """/proc/PID/stat after the command name (field 3, the state, comes first), or None when
+    there is no such process. os.open, not open(): the launcher calls this, and a forked
+    child shares the pages the launcher does not write to."""
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        try:
+            return os.read(fd, 4096).rpartition(b")")[2].split()
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+
+
+def start_ticks(pid: int) -> str:
+    """The process's start time in clock ticks since boot (field 22), or "" when it is gone."""
+    fields = stat_fields(pid)
+    return fields[19].decode() if fields and len(fields) > 19 else ""
+
+
 def proc_state(pid: int) -> tuple[str, float] | None:
     """(state letter, create time) or None when there is no such process."""
+    fields = stat_fields(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-        return fields[0].decode(), ticks_to_time(fields[19].decode())
-    except (OSError, IndexError, ValueError):
+        return (fields[0].decode(), ticks_to_time(fields[19].decode())) if fields else None
+    except (IndexError, ValueError):
         return None
 
 

@@ -33,6 +33,7 @@ from typing import Any
 from setproctitle import setproctitle
 
 from scheduler.agent import cgroup, spawn
+from scheduler.agent.procs import start_ticks
 
 # Not `subprocess` nor `pathlib`: see scheduler/agent/spawn.py.
 
@@ -336,18 +337,6 @@ def forked_supervisor(rundir: str, spec: str) -> None:
         traceback.print_exc()
     finally:
         os._exit(code)
-
-
-def start_ticks(pid: int) -> str:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or ""."""
-    try:  # os.open, not open(): the launcher copies each page it writes while children share it
-        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
-        try:
-            return os.read(fd, 4096).rpartition(b")")[2].split()[19].decode()
-        finally:
-            os.close(fd)
-    except (OSError, IndexError):
-        return ""
 
 
 def serve_launches(fd: int) -> int:
