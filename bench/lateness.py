@@ -29,7 +29,8 @@ from throughput import ROOT, TOKEN, LocalAgent  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
 from scheduler.control import request  # noqa: E402
-from scheduler.protocol import AgentClient, parse_iso  # noqa: E402
+from scheduler.protocol import AgentClient  # noqa: E402
+from scheduler.times import parse_time  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:
@@ -124,9 +125,9 @@ def main() -> None:
                 a.stop()
             time.sleep(2)
         end = t0 + timedelta(seconds=args.seconds)
-        late = [(parse_iso(r["started_at"]) - parse_iso(r["run_id"].split("@")[1]))
+        late = [(parse_time(r["started_at"]) - parse_time(r["run_id"].split("@")[1]))
                 .total_seconds() for r in runs
-                if parse_iso(r["run_id"].split("@")[1]) < end]
+                if parse_time(r["run_id"].split("@")[1]) < end]
         expected = args.rate * args.seconds
         print(json.dumps({"fires_expected": expected, "fires_on_agents": len(late)}))
         if not late:
@@ -140,9 +141,9 @@ def main() -> None:
         first: dict[tuple[str, str], float] = {}
         for r in runs:
             nominal = r["run_id"].split("@")[1]
-            if parse_iso(nominal) >= end:
+            if parse_time(nominal) >= end:
                 continue
-            late_r = (parse_iso(r["started_at"]) - parse_iso(nominal)).total_seconds()
+            late_r = (parse_time(r["started_at"]) - parse_time(nominal)).total_seconds()
             key = (agent_of[r["run_id"]], nominal)
             first[key] = min(first.get(key, late_r), late_r)
         fl = list(first.values())

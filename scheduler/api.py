@@ -20,6 +20,7 @@ from scheduler.auth import bearer_token, token_allowed
 from scheduler.ledger import STATES as LEDGER_STATES
 from scheduler.metrics import CONTENT_TYPE, Metrics
 from scheduler.service import Conflict, NotActive, NotFound, Service
+from scheduler.times import nominal_iso, parse_time
 
 log = logging.getLogger("hasched.api")
 
@@ -117,51 +118,45 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _iso_param(name: str, value: str | None) -> str | None:
+    when = _when_param(name, value)
+    return nominal_iso(when) if when is not None else None
+
+
+def _when_param(name: str, value: str | None) -> datetime | None:
     if value is None or value == "":
         return None
     try:
-        when = datetime.fromisoformat(value)
+        return parse_time(value)
     except ValueError:
         raise BadParam(
             f"query parameter {name!r}: not an ISO-8601 time: {value!r} "
             "(e.g. 2026-12-01T01:30:00Z)"
         ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _int_param(name: str, value: str | None, default: int, most: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadParam(f"query parameter {name!r}: not an integer: {value!r}") from None
+    if not 1 <= number <= most:
+        raise BadParam(f"query parameter {name!r}: must be between 1 and {most}, got {number}")
+    return number
 
 
 def _limit_param(value: str | None, default: int = 100, most: int = MAX_LIMIT) -> int:
-    if value is None or value == "":
-        return default
-    try:
-        limit = int(value)
-    except ValueError:
-        raise BadParam(f"query parameter 'limit': not an integer: {value!r}") from None
-    if not 1 <= limit <= most:
-        raise BadParam(f"query parameter 'limit': must be between 1 and {most}, got {limit}")
-    return limit
-
-
-def _count_param(value: str | None) -> int:
-    if value is None or value == "":
-        return 10
-    try:
-        count = int(value)
-    except ValueError:
-        raise BadParam(f"query parameter 'count': not an integer: {value!r}") from None
-    if not 1 <= count <= MAX_COUNT:
-        raise BadParam(f"query parameter 'count': must be between 1 and {MAX_COUNT}, got {count}")
-    return count
+    return _int_param("limit", value, default, most)
 
 
 def _time_param(name: str, value: str | None, default: datetime | None = None) -> datetime:
-    text = _iso_param(name, value)
-    if text is None:
+    when = _when_param(name, value)
+    if when is None:
         if default is None:
             raise BadParam(f"query parameter {name!r} is required (an ISO-8601 time)")
         return default
-    return datetime.fromisoformat(text)
+    return when.replace(microsecond=0)
 
 
 def _state_param(value: str | None) -> str | None:
@@ -246,7 +241,7 @@ async def _resume_job(request: web.Request) -> web.Response:
 
 async def _next_fires(request: web.Request) -> web.Response:
     q = request.query
-    count = _count_param(q.get("count"))
+    count = _int_param("count", q.get("count"), 10, MAX_COUNT)
     start = _time_param("from", q.get("from"), datetime.now(UTC))
     return web.json_response(
         request.app[SERVICE_KEY].next_fires(request.match_info["name"], count, start))

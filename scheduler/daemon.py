@@ -30,6 +30,7 @@ from scheduler.progress import RunProgress
 from scheduler.protocol import AgentClient
 from scheduler.roles import Roles
 from scheduler.service import Conflict, NotActive, NotFound
+from scheduler.times import utc_now
 
 log = logging.getLogger("hasched.scheduler")
 RECALL_MARGIN = 0.25  # seconds: a run sent ahead and due sooner may be starting already
@@ -43,10 +44,6 @@ DISPATCH_LEAD = 1.0
 
 def _why(e: BaseException) -> str:
     return getattr(e, "strerror", None) or " ".join(str(e).split()) or type(e).__name__
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Scheduler(Roles, RunProgress):
@@ -162,7 +159,7 @@ class Scheduler(Roles, RunProgress):
         while True:
             nxt = self.plan.next_time()
             lead = timedelta(seconds=self.dispatch_lead)
-            delay = 3600.0 if nxt is None else (nxt - lead - _now()).total_seconds()
+            delay = 3600.0 if nxt is None else (nxt - lead - utc_now()).total_seconds()
             if delay > 0:
                 self._wake.clear()
                 try:
@@ -171,7 +168,7 @@ class Scheduler(Roles, RunProgress):
                     pass
             if self.role != "active":
                 return
-            await self._fire([(self.jobs[n], t) for n, t in self.plan.due(_now() + lead)
+            await self._fire([(self.jobs[n], t) for n, t in self.plan.due(utc_now() + lead)
                               if n in self.jobs])
 
     async def _fire(self, fires: list[tuple[Any, datetime]]) -> None:
@@ -203,7 +200,7 @@ class Scheduler(Roles, RunProgress):
                 await self.dispatcher.collect()
                 reach = self.dispatcher.reachable
                 for agent in [a for a in self._unadopted if reach.get(a)]:
-                    if await self.dispatcher.adopt_agent(agent, _now()):
+                    if await self.dispatcher.adopt_agent(agent, utc_now()):
                         self._unadopted.discard(agent)
                 # Scheduled runs move on together; a run bound to an agent that is down waits
                 # for the next pass that finds it up (no timeout per run per pass).
@@ -226,7 +223,7 @@ class Scheduler(Roles, RunProgress):
             self._spawn(self.jobset.warm())
             self.jobset.note_definitions(self.ledger, before)
             if self.role == "active" and self.plan is not None:
-                self.plan.replace_jobs(self.jobs, _now())
+                self.plan.replace_jobs(self.jobs, utc_now())
                 self._wake.set()
         return {"jobs": len(self.jobs), "errors": errors, "changed": not errors}
 
@@ -266,7 +263,7 @@ class Scheduler(Roles, RunProgress):
         job = self.jobs.get(name)
         if job is None:
             raise NotFound(f"no job {name!r}")
-        return self._view(job, bool(self.ledger.job_state(name).get("paused")), _now())
+        return self._view(job, bool(self.ledger.job_state(name).get("paused")), utc_now())
 
     def _view(self, job: Any, paused: bool, now: datetime) -> dict[str, Any]:
         view = self.jobset.to_dict(job)
@@ -286,7 +283,7 @@ class Scheduler(Roles, RunProgress):
         request. The API yields to the event loop between pieces: /health and the rest go on
         while 100k jobs are listed. `self.jobs` is taken once (a reload replaces the dict,
         never changes it), so a listing is of one generation of definitions."""
-        jobs, paused, now = self.jobs, self.ledger.paused_jobs(), _now()
+        jobs, paused, now = self.jobs, self.ledger.paused_jobs(), utc_now()
         plan = self.plan if self.role == "active" else None
         shown: dict[datetime | None, str] = {None: "null"}  # many jobs share a next fire
         names = sorted(jobs)
@@ -339,7 +336,7 @@ class Scheduler(Roles, RunProgress):
             r = unfinished[-1]
             raise Conflict(f"job {name!r} has an unfinished run {r['run_id']} ({r['state']}) "
                            "and concurrency=forbid: no manual run started")
-        t = _now().replace(microsecond=0)
+        t = utc_now().replace(microsecond=0)
         rid = planning.manual_run_id(name, t)
         await self.writer.write([Change("create", rid, 1, name, {
             "nominal": nominal_iso(t), "manual": 1, "agent": self.dispatcher.pick_agent(job)})])

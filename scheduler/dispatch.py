@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from scheduler.ledger import FINAL_STATES, BatchWriter, Change, Ledger, utc_iso
+from scheduler.ledger import FINAL_STATES, BatchWriter, Change, Ledger, parse_time, utc_iso
 from scheduler.planner import nominal_of
 from scheduler.protocol import (
     AgentClient,
@@ -21,7 +21,6 @@ from scheduler.protocol import (
     AgentUnreachable,
     DispatchOrder,
     StaleEpoch,
-    parse_iso,
 )
 from scheduler.secretenv import SecretError, read_secret_env
 from scheduler.statedir import private_dir, write_private
@@ -214,14 +213,14 @@ class Dispatcher:
     @staticmethod
     def _start_at(row: dict[str, Any]) -> str | None:
         """A run sent before its nominal time starts on its agent at that time."""
-        return row["nominal"] if parse_iso(row["nominal"]) > datetime.now(UTC) else None
+        return row["nominal"] if parse_time(row["nominal"]) > datetime.now(UTC) else None
 
     def observe_start(self, row: dict[str, Any], run: dict[str, Any]) -> None:
         """Dispatch lateness (agent's started_at - nominal) of a planned run, once its start
         is known: at dispatch, or later for a run sent ahead."""
         if row.get("manual") or not run.get("started_at") or self.metrics is None:
             return
-        late = parse_iso(run["started_at"]) - parse_iso(row["nominal"])
+        late = parse_time(run["started_at"]) - parse_time(row["nominal"])
         self.metrics.observe_lateness(max(0.0, late.total_seconds()))
 
     async def cancel(self, row: dict[str, Any]) -> None:

@@ -12,7 +12,8 @@ from scheduler.calendars import load_calendars
 from scheduler.config import SchedulerConfig
 from scheduler.jobfiles import load_jobs_dir
 from scheduler.jobs import job_to_dict
-from scheduler.ledger import Change, Ledger, utc_iso
+from scheduler.ledger import Change, Ledger
+from scheduler.times import utc_iso
 from scheduler.tomlsrc import SourceError
 
 log = logging.getLogger("hasched.scheduler")

@@ -13,11 +13,11 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from scheduler.statedir import FILE_MODE, make_private, private_dir
+from scheduler.times import nominal_iso, parse_time, utc_iso  # also for the ledger's users
 
 STATES = ("scheduled", "dispatched", "running", "succeeded", "failed", "timed-out",
           "cancelled", "lost")
@@ -49,23 +49,6 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', 0);
 
 class LedgerError(RuntimeError):
     """The ledger file cannot be opened or written."""
-
-
-def utc_iso(t: datetime | None = None) -> str:
-    """A timestamp as the ledger stores it: UTC, microseconds, 'Z'."""
-    t = t or datetime.now(UTC)
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def nominal_iso(t: datetime) -> str:
-    """A nominal fire time as in run ids: UTC, whole seconds."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> datetime:
-    """Any ISO-8601 time (a 'Z' suffix too); naive times are taken as UTC."""
-    t = datetime.fromisoformat(text.strip())
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from scheduler.jobs import Job
-from scheduler.ledger import nominal_iso
+from scheduler.times import nominal_iso
 from scheduler.triggers import CronTrigger, IntervalTrigger, OnceTrigger, Trigger
 from scheduler.triggers.base import DAY, MINUTE, aware
 from scheduler.triggers.dst import REPEAT, locate, shifts, zone

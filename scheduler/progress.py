@@ -10,13 +10,10 @@ from typing import Any
 
 from scheduler import planner as planning
 from scheduler.ledger import OPEN_STATES, Change, nominal_iso, parse_time, utc_iso
+from scheduler.times import utc_now
 from scheduler.triggers import zone
 
 log = logging.getLogger("hasched.scheduler")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _day_bounds(job: Any, day: date | None, nominal: datetime) -> tuple[datetime, datetime]:
@@ -55,10 +52,10 @@ class RunProgress:
         if job is None:
             await self._close(key, "cancelled", "job is no longer defined")
             return
-        if row["scheduled_at"] and parse_time(row["scheduled_at"]) > _now():
+        if row["scheduled_at"] and parse_time(row["scheduled_at"]) > utc_now():
             return  # a retry waiting for its time
         nominal = parse_time(row["nominal"])
-        if nominal > _now() and not self._sendable_ahead(job, row):
+        if nominal > utc_now() and not self._sendable_ahead(job, row):
             self._hold_until(key, nominal)
             return
         unsure = self._unsure_members(job, row)
@@ -70,7 +67,7 @@ class RunProgress:
             dep = planning.dependency_state(job, nominal, lookup)
             if dep == "wait":
                 waiting = [d for d in job.after if lookup(d, None) != "succeeded"]
-                if _now() >= _day_end(job, nominal):
+                if utc_now() >= _day_end(job, nominal):
                     await self._close(key, "cancelled", "dependencies did not succeed by the end "
                                       f"of the day: {', '.join(waiting)}")
                 elif row["reason"] != (why := f"waiting for {', '.join(waiting)}"):
@@ -114,7 +111,7 @@ class RunProgress:
             if row and row["state"] == "scheduled":
                 self._spawn(self._advance(row))
 
-        delay = max(0.0, (at - _now()).total_seconds())
+        delay = max(0.0, (at - utc_now()).total_seconds())
         asyncio.get_running_loop().call_later(delay, due)
 
     def _dependency_lookup(self, job: Any, nominal: datetime) -> Any:
@@ -151,7 +148,7 @@ class RunProgress:
             return
         if row["attempt"] > job.retries.count:
             return
-        finished = parse_time(row["finished_at"]) if row["finished_at"] else _now()
+        finished = parse_time(row["finished_at"]) if row["finished_at"] else utc_now()
         at = planning.retry_at(job, row["attempt"], finished)
         if at is None:
             return

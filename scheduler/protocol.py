@@ -12,9 +12,11 @@ import logging
 import re
 import ssl
 from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
+
+from scheduler.times import parse_time, utc_iso
 
 log = logging.getLogger("hasched.dispatch")
 
@@ -48,28 +50,6 @@ MAX_CPU_WEIGHT = 10_000  # cgroup v2's cpu.weight range, 1 to 10000 (100: the de
 
 class ProtocolError(ValueError):
     """An order or answer that does not follow the protocol; str() is one line."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(t: datetime | None) -> str | None:
-    """ISO-8601 UTC with a trailing Z, to the microsecond (so `since=` can be exact)."""
-    if t is None:
-        return None
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_iso(text: str) -> datetime:
-    """Parse ISO-8601; a time without zone is taken as UTC. Raises ProtocolError."""
-    try:
-        t = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
-        raise ProtocolError(f"not an ISO-8601 time: {text!r}") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return t.astimezone(UTC)
 
 
 def make_run(
@@ -200,8 +180,8 @@ class DispatchOrder:
             if not isinstance(start_at, str):
                 raise ProtocolError("field 'start_at': must be an ISO-8601 UTC time or null")
             try:
-                start_at = iso(parse_iso(start_at))
-            except ProtocolError:
+                start_at = utc_iso(parse_time(start_at))
+            except ValueError:
                 raise ProtocolError("field 'start_at': must be an ISO-8601 UTC time or null"
                                     ) from None
         memory_max = _limit_field(body, "memory_max", MIN_MEMORY, MAX_MEMORY)
@@ -341,7 +321,7 @@ class AgentClient:
         if unacked:
             params["unacked"] = "1"
         if since is not None:
-            params["since"] = iso(since) or ""
+            params["since"] = utc_iso(since)
         runs = (await self._call("GET", "/v1/runs", params=params))[1]["runs"]
         if all(valid_run_id(r.get("run_id")) for r in runs):
             return runs

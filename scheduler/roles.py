@@ -6,20 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from scheduler import planner as planning
 from scheduler.ledger import Change, nominal_iso, parse_time
 from scheduler.protocol import StaleEpoch
+from scheduler.times import utc_now
 
 log = logging.getLogger("hasched.scheduler")
 
 PROBE_EVERY = 5.0
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _is_fire(job: Any, t: datetime) -> bool:
@@ -63,7 +60,7 @@ class Roles:
                 raise RuntimeError(f"agent {agent} has seen epoch {e.agent_epoch} > {epoch}: "
                                    "another scheduler is active")
             self._set_role("active")
-            now = _now()
+            now = utc_now()
             latest, self._unadopted = await self.dispatcher.adopt(now, up)
             self._activated_at = now
             await self._catch_up(latest, now)
@@ -160,7 +157,7 @@ class Roles:
         """Keep the run scheduled until those agents answer (then it is adopted or sent), or
         cancel it once the misfire grace has passed."""
         who = f"agent{'s' if len(unsure) > 1 else ''} {', '.join(unsure)}"
-        if _now() - parse_time(row["nominal"]) > timedelta(seconds=job.misfire.grace):
+        if utc_now() - parse_time(row["nominal"]) > timedelta(seconds=job.misfire.grace):
             await self._close(key, "cancelled", f"{who} stayed unreachable for the misfire grace; "
                               "not sent to another agent: it may already have run there")
         elif row["reason"] != (why := f"waiting: {who} unreachable, cannot rule out that it "

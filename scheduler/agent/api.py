@@ -27,8 +27,8 @@ from scheduler.protocol import (
     DispatchOrder,
     ProtocolError,
     parse_epoch_body,
-    parse_iso,
 )
+from scheduler.times import parse_time
 
 log = logging.getLogger("hasched.agent")
 
@@ -161,8 +161,8 @@ class AgentAPI:
         since = request.query.get("since")
         if since is not None:
             try:
-                records = self.store.since(parse_iso(since))
-            except ProtocolError as e:
+                records = self.store.since(parse_time(since))
+            except ValueError as e:
                 return error(400, f"since: {e}")
         elif request.query.get("unacked") in ("1", "true", "yes"):
             records = self.store.unacked()

@@ -28,10 +28,8 @@ from scheduler.protocol import (
     SUCCEEDED,
     TIMED_OUT,
     DispatchOrder,
-    iso,
-    parse_iso,
-    utc_now,
 )
+from scheduler.times import parse_time, utc_iso
 from scheduler.units import format_duration
 
 log = logging.getLogger("hasched.agent")
@@ -143,7 +141,7 @@ class Runner:
     def _start_when_due(self, rec: RunRecord, order: DispatchOrder) -> None:
         """Start the run when the wall clock reaches its start_at (at once if it has)."""
         assert rec.start_at is not None
-        at = parse_iso(rec.start_at).timestamp()
+        at = parse_time(rec.start_at).timestamp()
         loop = asyncio.get_running_loop()
 
         def due() -> None:
@@ -167,7 +165,7 @@ class Runner:
         if rec.start_at:
             # Noted with the supervisor: until then a restarted agent still sees the run waiting,
             # starts it again, and the supervisors' exclusive claim lets only one run the job.
-            started = {"started_at": iso(utc_now()), "start_at": None}
+            started = {"started_at": utc_iso(), "start_at": None}
         try:
             pid, ctime, popen = await self.spawner.spawn(Path(rec.rundir), spec)
         except OSError as e:
@@ -247,7 +245,7 @@ class Runner:
         if left:
             reason += f"; processes left running: {' '.join(map(str, left))}"
         self._write(self.store.update(rec.run_id, rec.attempt, state=FAILED, reason=reason,
-                          finished_at=iso(utc_now())))
+                          finished_at=utc_iso()))
         self.tracked.pop(rec.key, None)
         log.warning("run %s attempt %d failed: %s", rec.run_id, rec.attempt, reason)
 
@@ -256,7 +254,7 @@ class Runner:
         self._write(self.store.update(
             rec.run_id, rec.attempt, state=state, reason=reason,
             exit_code=result.get("exit_code"), pid=result.get("pid") or rec.pid,
-            finished_at=result.get("finished_at") or iso(utc_now()),
+            finished_at=result.get("finished_at") or utc_iso(),
             stdout_bytes=int(result.get("stdout_bytes") or 0),
             stderr_bytes=int(result.get("stderr_bytes") or 0),
             truncated=bool(result.get("truncated")),
@@ -335,7 +333,7 @@ class Runner:
         timer.cancel()
         self.tracked.pop((run_id, attempt), None)
         log.info("run %s attempt %d cancelled before its start time", run_id, attempt)
-        return self.store.update(run_id, attempt, state=CANCELLED, finished_at=iso(utc_now()),
+        return self.store.update(run_id, attempt, state=CANCELLED, finished_at=utc_iso(),
                                  reason="cancelled before its start time")
 
     def cancel(self, run_id: str, attempt: int) -> bool:

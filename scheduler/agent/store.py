@@ -24,7 +24,8 @@ from typing import Any
 from urllib.parse import quote
 
 from scheduler.agent.groupcommit import GroupCommitter, connect
-from scheduler.protocol import MAX_EPOCH, RUNNING, iso, make_run, utc_now
+from scheduler.protocol import MAX_EPOCH, RUNNING, make_run
+from scheduler.times import utc_iso, utc_now
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -200,7 +201,7 @@ class Store:
         rec = RunRecord(
             run_id=run_id, attempt=attempt, job=job, epoch=epoch, state=RUNNING, exit_code=None,
             reason=None, pid=None, sup_pid=None, sup_ctime=None, timeout=timeout,
-            started_at=start_at or iso(utc_now()), finished_at=None, acked=False,
+            started_at=start_at or utc_iso(), finished_at=None, acked=False,
             acked_at=None, stdout_bytes=0, stderr_bytes=0, truncated=False,
             rundir=str(self.output_dir / rundir_name(run_id, attempt)),
             start_at=start_at, spec=spec if start_at else None,
@@ -248,12 +249,12 @@ class Store:
     def since(self, t: datetime) -> list[RunRecord]:
         rows = self.db.execute(
             "SELECT * FROM runs WHERE started_at >= ? ORDER BY started_at, run_id, attempt",
-            (iso(t),),
+            (utc_iso(t),),
         ).fetchall()
         return [r for r in map(self._record, rows) if r is not None]
 
     def ack(self, run_id: str, attempt: int) -> asyncio.Future[Any]:
-        values = (iso(utc_now()), run_id, attempt)
+        values = (utc_iso(), run_id, attempt)
         return self.committer.submit([lambda db: db.execute(
             "UPDATE runs SET acked=1, acked_at=coalesce(acked_at, ?) WHERE run_id=? AND attempt=?",
             values,
@@ -261,7 +262,7 @@ class Store:
 
     async def purge(self, retention: float) -> int:
         """Forget acknowledged runs older than `retention` seconds, with their output."""
-        cutoff = iso(utc_now() - timedelta(seconds=retention))
+        cutoff = utc_iso(utc_now() - timedelta(seconds=retention))
         rows = [(r["run_id"], r["attempt"], r["rundir"]) for r in self.db.execute(
             "SELECT run_id, attempt, rundir FROM runs WHERE acked=1 AND acked_at < ?", (cutoff,)
         ).fetchall()]

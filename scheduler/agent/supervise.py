@@ -27,13 +27,13 @@ import socket
 import sys
 import time
 import traceback
-from datetime import UTC, datetime
 from typing import Any
 
 from setproctitle import setproctitle
 
 from scheduler.agent import cgroup, spawn
 from scheduler.agent.procs import start_ticks
+from scheduler.times import utc_iso
 
 # Not `subprocess` nor `pathlib`: see scheduler/agent/spawn.py.
 
@@ -42,10 +42,6 @@ CHUNK = 65536
 CLAIM = "started.json"  # created exclusively: see claim()
 MAX_REQUEST = 65536  # bigger specs go through RUNDIR/spec.json
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def write_file(path: str, data: bytes, sync: bool = False) -> None:
@@ -137,7 +133,7 @@ class Supervisor:
         self.killed = False
         self.child: int | None = None  # the job's pid
         self.group: cgroup.ProcessGroup = cgroup.ProcessGroup()  # every process of the run
-        self.started_at = now_iso()
+        self.started_at = utc_iso()
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         signal.set_wakeup_fd(self.wake_w)
@@ -158,7 +154,7 @@ class Supervisor:
             "exit_code": None, "signal": None, "timed_out": self.timed_out,
             "cancelled": self.cancelled and not self.timed_out and (
                 self.child is None or self.term_sent_at is not None), "error": None,
-            "started_at": self.started_at, "finished_at": now_iso(),
+            "started_at": self.started_at, "finished_at": utc_iso(),
             "pid": self.child,
             "stdout_bytes": 0, "stderr_bytes": 0, "truncated": False,
         }

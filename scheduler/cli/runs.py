@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import click
@@ -16,6 +16,7 @@ from scheduler.cli.output import (
     short_time,
     show_record,
 )
+from scheduler.times import nominal_iso, parse_time, utc_now
 
 RUN_ORDER = ("run_id", "attempt", "job", "state", "reason", "exit_code", "agent", "epoch",
              "nominal", "started_at", "finished_at", "truncated")
@@ -34,17 +35,12 @@ class TimeParam(click.ParamType):
         if _SPAN.fullmatch(text):
             ago = sum((timedelta(**{_UNIT[u]: int(n)}) for n, u in _AGO.findall(text)),
                       timedelta())
-            return _utc(datetime.now(UTC) - ago)
+            return nominal_iso(utc_now() - ago)
         try:
-            when = datetime.fromisoformat(text)
+            return nominal_iso(parse_time(text))
         except ValueError:
             self.fail(f"{text!r} is neither an ISO-8601 time nor a span like 30m, 2h, 1d", param,
                       ctx)
-        return _utc(when if when.tzinfo else when.replace(tzinfo=UTC))
-
-
-def _utc(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _duration(run: dict[str, Any]) -> str | None:

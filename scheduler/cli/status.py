@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import click
 
 from scheduler.cli.client import Client, client_options
 from scheduler.cli.output import json_option, show_record, stale_line
+from scheduler.times import nominal_iso, utc_now
 
 HEALTH_ORDER = ("url", "role", "epoch", "version", "state_store", "jobs", "jobs_paused",
                 "runs_running", "runs_failed_24h", "definitions")
@@ -18,7 +19,7 @@ def _counts(client: Client) -> dict[str, Any]:
     listing = client.get_json("/v1/jobs")
     jobs = listing.get("jobs", [])
     running = client.get_json("/v1/runs", {"state": "running", "limit": 10_000}).get("runs", [])
-    day_ago = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    day_ago = nominal_iso(utc_now() - timedelta(days=1))
     failed = client.get_json(
         "/v1/runs", {"state": "failed", "since": day_ago, "limit": 10_000}
     ).get("runs", [])

@@ -18,13 +18,13 @@ from agenthelp import (
     wait_final,
 )
 
-from scheduler.protocol import iso, parse_iso
+from scheduler.times import parse_time, utc_iso
 
 pytestmark = pytest.mark.integration
 
 
 def ahead(seconds: float) -> str:
-    return iso(datetime.now(UTC) + timedelta(seconds=seconds)) or ""
+    return utc_iso(datetime.now(UTC) + timedelta(seconds=seconds))
 
 
 def stamping(path: Path) -> list[str]:
@@ -46,14 +46,14 @@ def test_a_run_sent_ahead_waits_then_starts_at_its_time(agent: Agent,  # noqa: F
         created, run = await c.dispatch(order("a@1", stamping(marks), start_at=start_at))
         assert created and run["state"] == "running"
         waiting = await c.run("a@1", 1)
-        if parse_iso(start_at) > datetime.now(UTC):  # still before its time: nothing started
+        if parse_time(start_at) > datetime.now(UTC):  # still before its time: nothing started
             assert waiting["started_at"] is None and waiting["pid"] is None, waiting
         done = await wait_final(c, "a@1")
         await c.close()
         assert done["state"] == "succeeded", done
-        assert parse_iso(done["started_at"]) >= parse_iso(start_at), (done, start_at)
+        assert parse_time(done["started_at"]) >= parse_time(start_at), (done, start_at)
         ran = stamps(marks)
-        assert len(ran) == 1 and ran[0] >= parse_iso(start_at).timestamp(), (ran, start_at)
+        assert len(ran) == 1 and ran[0] >= parse_time(start_at).timestamp(), (ran, start_at)
 
     run_async(body)
 
@@ -111,7 +111,7 @@ def test_runs_waiting_when_the_agent_dies_start_once_after_it_is_back(
 
     run_async(dispatch)
     agent.kill9()
-    while datetime.now(UTC) < parse_iso(start["past"]) + timedelta(seconds=0.5):
+    while datetime.now(UTC) < parse_time(start["past"]) + timedelta(seconds=0.5):
         time.sleep(0.1)
     assert not marks["past"].exists(), "no agent was up to start it"
     agent.start()
@@ -121,11 +121,11 @@ def test_runs_waiting_when_the_agent_dies_start_once_after_it_is_back(
         for name in marks:
             done = await wait_final(c, f"{name}@1", deadline=DEADLINE + 15)
             assert done["state"] == "succeeded", done
-            assert parse_iso(done["started_at"]) >= parse_iso(start[name]), (done, start[name])
+            assert parse_time(done["started_at"]) >= parse_time(start[name]), (done, start[name])
         await c.close()
 
     run_async(collect)
     for name, path in marks.items():
         ran = stamps(path)
         assert len(ran) == 1, f"{name}: started {len(ran)} times"
-        assert ran[0] >= parse_iso(start[name]).timestamp(), (name, ran, start[name])
+        assert ran[0] >= parse_time(start[name]).timestamp(), (name, ran, start[name])

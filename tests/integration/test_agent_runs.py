@@ -23,7 +23,8 @@ from agenthelp import (
     wait_for,
 )
 
-from scheduler.protocol import AgentError, StaleEpoch, utc_now
+from scheduler.protocol import AgentError, StaleEpoch
+from scheduler.times import utc_now
 
 pytestmark = pytest.mark.integration
 
