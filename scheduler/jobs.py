@@ -7,7 +7,6 @@ these value objects, not the TOML parsing behind them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -15,7 +14,6 @@ from typing import Any
 
 from scheduler.triggers import CronTrigger, IntervalTrigger, OnceTrigger, Trigger
 
-JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 CONCURRENCY = ("forbid", "allow", "replace")
 MISFIRE_POLICIES = ("run-once", "run-all", "skip")
 NO_ENV: Mapping[str, str] = MappingProxyType({})  # shared by every job without env

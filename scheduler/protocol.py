@@ -30,7 +30,8 @@ STATES = (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED)
 FINAL_STATES = frozenset(STATES) - {RUNNING}
 
 STREAMS = ("stdout", "stderr")
-JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# A job name, whole (fullmatch): the same rule for job files and for the agent's orders.
+JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_RUN_ID = 256
 # A run id is a file name at the agent and a URL path segment everywhere: no '/', '..', control
 # characters or spaces, nothing a path or a URL would reinterpret (planner: JOB@TIME).
@@ -144,7 +145,7 @@ class DispatchOrder:
         if not valid_run_id(run_id):
             raise ProtocolError(f"field 'run_id': {RUN_ID_RULE}")
         job = body.get("job")
-        if not isinstance(job, str) or not JOB_NAME.match(job):
+        if not isinstance(job, str) or not JOB_NAME.fullmatch(job):
             raise ProtocolError(f"field 'job': must match {JOB_NAME.pattern}")
         attempt = _int_field(body, "attempt", 1)
         epoch = _int_field(body, "epoch", 0)
