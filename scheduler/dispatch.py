@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from scheduler.jobs import Job
 from scheduler.ledger import FINAL_STATES, BatchWriter, Change, Ledger, parse_time, utc_iso
 from scheduler.planner import nominal_of
 from scheduler.protocol import (
@@ -34,9 +35,8 @@ FinalHook = Callable[[dict[str, Any]], Awaitable[None]]
 StaleHook = Callable[[str, StaleEpoch], None]
 
 
-def command_of(job: Any) -> list[str]:
-    cmd = job.command
-    return ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+def command_of(job: Job) -> list[str]:
+    return list(job.command)  # always argv: a job file may not give a plain string
 
 
 def _seconds(value: Any) -> float | None:

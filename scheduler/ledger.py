@@ -213,11 +213,6 @@ class Ledger:
         raise ValueError(f"unknown ledger change {ch.op!r}")
 
     # -- convenience writers (all go through apply) ---------------------------
-    def create_run(self, run_id: str, attempt: int, job: str, nominal: str,
-                   **fields: Any) -> bool:
-        return self.apply([Change("create", run_id, attempt, job,
-                                  {"nominal": nominal, **fields})])[0]
-
     def raise_epoch(self, epoch: int) -> int:
         self.apply([Change("epoch", fields={"epoch": epoch})])
         return self.epoch()
@@ -289,10 +284,6 @@ class Ledger:
         """Runs of a job handed to an agent and not finished (what concurrency looks at)."""
         return self._query("SELECT * FROM runs WHERE job = ? AND state IN "
                            "('dispatched', 'running') ORDER BY nominal", (job,))
-
-    def latest_state(self, run_id: str) -> str | None:
-        row = self.get_run(run_id)
-        return row["state"] if row else None
 
     def runs_between(self, job: str, start: str, end: str) -> list[dict[str, Any]]:
         """Latest attempts of a job's runs with start <= nominal < end (dependency lookups)."""

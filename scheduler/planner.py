@@ -6,20 +6,18 @@ The daemon (scheduler/daemon) drives these functions with the clock and the ledg
 from __future__ import annotations
 
 import heapq
-import re
 import secrets
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 
-from scheduler.jobs import JOB_NAME, Job
+from scheduler.jobs import Job
 from scheduler.triggers import zone
 from scheduler.units import format_duration
 
 RUN_ALL_CAP = 1000
 _RUN_ID_TIME = "%Y-%m-%dT%H:%M:%SZ"
 MANUAL_MARK = "~manual-"
-_MANUAL_TAG = re.compile(r"~manual-[0-9a-f]{1,32}")
 
 
 def run_id(job_name: str, nominal: datetime) -> str:
@@ -36,20 +34,6 @@ def manual_run_id(job_name: str, now: datetime) -> str:
 def nominal_of(value: str) -> str:
     """The nominal time (as in the ledger) of a run id, scheduled or manual."""
     return value.rpartition("@")[2].partition("~")[0]
-
-
-def parse_run_id(value: str) -> tuple[str, datetime]:
-    """(job name, nominal UTC time) of a run id; ValueError when it is not one."""
-    name, sep, rest = value.partition("@")
-    stamp, mark, tag = rest.partition("~")
-    try:
-        if (not sep or not JOB_NAME.fullmatch(name)
-                or mark and not _MANUAL_TAG.fullmatch(mark + tag)):
-            raise ValueError
-        return name, datetime.strptime(stamp, _RUN_ID_TIME).replace(tzinfo=UTC)
-    except ValueError:
-        raise ValueError(f"not a run id: {value!r} (want job@YYYY-MM-DDTHH:MM:SSZ, "
-                         "with ~manual-HEX for a manual run)") from None
 
 
 def missed_fires(job: Job, last_planned: datetime | None, now: datetime) -> list[datetime]:
