@@ -15,8 +15,8 @@ from types import MappingProxyType
 from typing import Any
 
 from scheduler.calendars import Calendar
-from scheduler.jobs import CONCURRENCY, JOB_NAME, MISFIRE_POLICIES, NO_ENV, Job, Misfire, Retries
-from scheduler.protocol import MAX_CPU_WEIGHT, MAX_MEMORY, MAX_TIMEOUT, MIN_MEMORY
+from scheduler.jobs import CONCURRENCY, MISFIRE_POLICIES, NO_ENV, Job, Misfire, Retries
+from scheduler.protocol import JOB_NAME, MAX_CPU_WEIGHT, MAX_MEMORY, MAX_TIMEOUT, MIN_MEMORY
 from scheduler.tomlsrc import SourceError, SourceMap
 from scheduler.triggers import DstPolicy, Trigger, make_trigger
 from scheduler.triggers.cron import check_business_days
