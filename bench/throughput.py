@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -46,14 +45,9 @@ from scheduler.agent import containment  # noqa: E402
 from scheduler.dispatch import Dispatcher  # noqa: E402
 from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso  # noqa: E402
 from scheduler.protocol import AgentClient  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 TOKEN = "bench-agent-token-0123456789abcdef"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LocalAgent:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from agenthelp import Agent, agent_command, agent_factory, order, run_async, wait_final  # noqa: F401
+from harness import Agent, agent_command, order, run_async, wait_final
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="switching accounts needs root")]
@@ -30,7 +30,7 @@ def run(a: Agent, run_id: str, command: list[str], **kw: object) -> tuple[dict, 
 
 
 def test_jobs_run_as_nobody_and_cannot_read_the_agent_token(
-        agent_factory: Callable[..., Agent]) -> None:  # noqa: F811
+        agent_factory: Callable[..., Agent]) -> None:
     a = agent_factory(**STRICT)
     a.token_file.chmod(0o600)  # as deployed: the agent's account only
     done, out, _ = run(a, "who@1", ["id", "-un"])
@@ -48,7 +48,7 @@ def test_jobs_run_as_nobody_and_cannot_read_the_agent_token(
     (STRICT, "root"),  # asked for by the order
 ])
 def test_the_agent_account_is_refused_unless_allowed(
-        agent_factory: Callable[..., Agent],  # noqa: F811
+        agent_factory: Callable[..., Agent],
         tmp_path: Path, settings: dict, user: str | None) -> None:
     a = agent_factory(**settings)
     mark = tmp_path / "ran"
@@ -59,7 +59,7 @@ def test_the_agent_account_is_refused_unless_allowed(
     assert not mark.exists()
 
 
-def test_allowed_the_agent_account_runs_jobs(agent_factory: Callable[..., Agent]) -> None:  # noqa: F811
+def test_allowed_the_agent_account_runs_jobs(agent_factory: Callable[..., Agent]) -> None:
     a = agent_factory(default_user='"root"', allow_agent_account="true")
     done, out, _ = run(a, "as-root@1", ["id", "-un"])
     assert done["state"] == "succeeded" and out.strip() == "root"

@@ -8,11 +8,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from agenthelp import (
+from harness import (
     DEADLINE,
     Agent,
-    agent,  # noqa: F401  (fixture)
-    agent_factory,  # noqa: F401  (fixture)
     order,
     run_async,
     wait_final,
@@ -36,7 +34,7 @@ def stamps(path: Path) -> list[float]:
     return [float(x) for x in path.read_text().split()] if path.exists() else []
 
 
-def test_a_run_sent_ahead_waits_then_starts_at_its_time(agent: Agent,  # noqa: F811
+def test_a_run_sent_ahead_waits_then_starts_at_its_time(agent: Agent,
                                                         tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     start_at = ahead(3)
@@ -58,7 +56,7 @@ def test_a_run_sent_ahead_waits_then_starts_at_its_time(agent: Agent,  # noqa: F
     run_async(body)
 
 
-def test_a_cancel_before_the_start_time_starts_nothing(agent: Agent,  # noqa: F811
+def test_a_cancel_before_the_start_time_starts_nothing(agent: Agent,
                                                       tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     start_at = ahead(30)  # far enough that the cancel lands before it on any machine
@@ -78,7 +76,7 @@ def test_a_cancel_before_the_start_time_starts_nothing(agent: Agent,  # noqa: F8
 
 
 def test_a_duplicate_of_a_waiting_run_is_refused_and_it_starts_once(
-        agent: Agent, tmp_path: Path) -> None:  # noqa: F811
+        agent: Agent, tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     start_at = ahead(2)
 
@@ -96,7 +94,7 @@ def test_a_duplicate_of_a_waiting_run_is_refused_and_it_starts_once(
 
 
 def test_runs_waiting_when_the_agent_dies_start_once_after_it_is_back(
-        agent: Agent, tmp_path: Path) -> None:  # noqa: F811
+        agent: Agent, tmp_path: Path) -> None:
     """One run's time passes while the agent is down (started at once when it is back), the
     other's is most likely still ahead (started at its time)."""
     marks = {n: tmp_path / f"{n}.marks" for n in ("past", "future")}

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-from agenthelp import Agent, agent_factory, order, run_async, wait_file, wait_final  # noqa: F401
+from harness import Agent, order, run_async, wait_file, wait_final
 
 pytestmark = pytest.mark.integration
 
 KINDS = ["cgroup", "process-group"]
 
 
-def start(agent_factory: Callable[..., Agent], kind: str) -> Agent:  # noqa: F811
+def start(agent_factory: Callable[..., Agent], kind: str) -> Agent:
     a = agent_factory(**({} if kind == "cgroup" else {"cgroups": "false"}))
     health = run_async(lambda: a.client().health())
     if kind == "cgroup" and health["cgroups"]["kind"] == "process-group":
@@ -54,7 +54,7 @@ def child_pid(path: Path) -> int:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_child_left_behind_by_a_succeeded_run_is_killed(
-        agent_factory: Callable[..., Agent], tmp_path: Path, kind: str) -> None:  # noqa: F811
+        agent_factory: Callable[..., Agent], tmp_path: Path, kind: str) -> None:
     a = start(agent_factory, kind)
     pidfile = tmp_path / "child"
     # The child stays in the job's process group and holds its output pipes.
@@ -65,7 +65,7 @@ def test_a_child_left_behind_by_a_succeeded_run_is_killed(
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_child_ignoring_term_is_killed_at_timeout_after_its_leader_is_reaped(
-        agent_factory: Callable[..., Agent], tmp_path: Path, kind: str) -> None:  # noqa: F811
+        agent_factory: Callable[..., Agent], tmp_path: Path, kind: str) -> None:
     a = start(agent_factory, kind)
     pidfile = tmp_path / "child"
     # The leader dies of TERM at once; its child ignores TERM, so only KILL ends it, and that
@@ -78,7 +78,7 @@ def test_a_child_ignoring_term_is_killed_at_timeout_after_its_leader_is_reaped(
 
 
 def test_a_child_that_calls_setsid_does_not_escape(
-        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:  # noqa: F811
+        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:
     a = start(agent_factory, "cgroup")
     pidfile = tmp_path / "escapee"
     script = (f'setsid sh -c \'echo $$ > "{pidfile}"; exec sleep 300\' </dev/null >/dev/null '
@@ -90,7 +90,7 @@ def test_a_child_that_calls_setsid_does_not_escape(
 
 
 def test_the_run_cgroup_is_removed_and_health_says_how_runs_are_contained(
-        agent_factory: Callable[..., Agent]) -> None:  # noqa: F811
+        agent_factory: Callable[..., Agent]) -> None:
     a = start(agent_factory, "cgroup")
     health = run_async(lambda: a.client().health())["cgroups"]
     assert health["kind"] in ("cgroup2", "systemd")
@@ -106,7 +106,7 @@ def test_the_run_cgroup_is_removed_and_health_says_how_runs_are_contained(
     assert oct(run_dir.parent.stat().st_mode & 0o777) == "0o700"
 
 
-def test_memory_max_is_enforced(agent_factory: Callable[..., Agent]) -> None:  # noqa: F811
+def test_memory_max_is_enforced(agent_factory: Callable[..., Agent]) -> None:
     a = start(agent_factory, "cgroup")
     if "memory" not in run_async(lambda: a.client().health())["cgroups"]["limits"]:
         pytest.skip("no memory controller for the agent's cgroups here")
@@ -141,7 +141,7 @@ for line in open("/proc/self/mountinfo"):
 
 
 def test_cpu_weight_is_applied(
-        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:  # noqa: F811
+        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:
     a = start(agent_factory, "cgroup")
     if "cpu" not in run_async(lambda: a.client().health())["cgroups"]["limits"]:
         pytest.skip("no cpu controller for the agent's cgroups here")
@@ -155,7 +155,7 @@ def test_cpu_weight_is_applied(
 
 
 def test_a_limit_that_cannot_be_enforced_fails_the_run(
-        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:  # noqa: F811
+        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:
     a = start(agent_factory, "process-group")
     mark = tmp_path / "ran"
     done = run(a, "nolimit@1", ["touch", str(mark)], memory_max=64 * 1024 * 1024)
@@ -164,7 +164,7 @@ def test_a_limit_that_cannot_be_enforced_fails_the_run(
     assert not mark.exists(), "nothing is started"
 
 
-def test_a_missing_cwd_is_named(agent_factory: Callable[..., Agent]) -> None:  # noqa: F811
+def test_a_missing_cwd_is_named(agent_factory: Callable[..., Agent]) -> None:
     a = agent_factory()
     done = run(a, "nocwd@1", ["true"], cwd="/nonexistent/hasched-cwd")
     assert done["state"] == "failed"
@@ -172,7 +172,7 @@ def test_a_missing_cwd_is_named(agent_factory: Callable[..., Agent]) -> None:  #
 
 
 def test_no_process_of_the_runs_is_left(
-        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:  # noqa: F811
+        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:
     """A last sweep over the shapes above, by pid namespace walk: nothing of ours lives on."""
     a = start(agent_factory, "cgroup")
     marker = f"hasched-leftover-{os.getpid()}-{time.monotonic_ns()}"
@@ -184,7 +184,7 @@ def test_no_process_of_the_runs_is_left(
 
 
 def test_the_job_of_a_supervisor_that_died_is_killed_with_its_cgroup(
-        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:  # noqa: F811
+        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:
     a = start(agent_factory, "cgroup")
     pidfile = tmp_path / "job"
 

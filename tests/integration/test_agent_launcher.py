@@ -10,30 +10,28 @@ from pathlib import Path
 
 import psutil
 import pytest
-from agenthelp import (
+from harness import (
     DEADLINE,
     REPO,
     TOKEN,
     Agent,
-    agent,  # noqa: F401  (fixture)
-    agent_factory,  # noqa: F401  (fixture)
     order,
     run_async,
     wait_final,
-    wait_for,
+    wait_for_async,
 )
 
 pytestmark = pytest.mark.integration
 
 
-async def job_supervisor(agent: Agent, run_id: str) -> psutil.Process:  # noqa: F811
+async def job_supervisor(agent: Agent, run_id: str) -> psutil.Process:
     """The supervisor of a running run: the parent of its job process."""
     c = agent.client()
 
     async def has_pid() -> bool:
         return (await c.run(run_id, 1))["pid"] is not None
 
-    await wait_for(has_pid, f"the job pid of {run_id}")
+    await wait_for_async(f"the job pid of {run_id}", has_pid)
     job = psutil.Process((await c.run(run_id, 1))["pid"])
     await c.close()
     parent = job.parent()
@@ -41,7 +39,7 @@ async def job_supervisor(agent: Agent, run_id: str) -> psutil.Process:  # noqa: 
     return parent
 
 
-async def wait_launcher(agent: Agent, not_pid: int | None = None) -> psutil.Process:  # noqa: F811
+async def wait_launcher(agent: Agent, not_pid: int | None = None) -> psutil.Process:
     found: list[psutil.Process] = []
 
     async def up() -> bool:
@@ -51,12 +49,12 @@ async def wait_launcher(agent: Agent, not_pid: int | None = None) -> psutil.Proc
             return True
         return False
 
-    await wait_for(up, "a (new) launcher process")
+    await wait_for_async("a (new) launcher process", up)
     return found[-1]
 
 
 def test_the_launcher_forks_supervisors_and_is_restarted_after_being_killed(
-    agent: Agent  # noqa: F811
+    agent: Agent
 ) -> None:
     async def body() -> None:
         c = agent.client()
@@ -84,7 +82,7 @@ def test_the_launcher_forks_supervisors_and_is_restarted_after_being_killed(
     assert "launcher (pid" in agent.log() and "died" in agent.log()
 
 
-def test_ps_tells_the_launcher_and_each_runs_supervisor_apart(agent: Agent) -> None:  # noqa: F811
+def test_ps_tells_the_launcher_and_each_runs_supervisor_apart(agent: Agent) -> None:
     async def body() -> tuple[str, str]:
         c = agent.client()
         launcher = await wait_launcher(agent)
@@ -102,7 +100,7 @@ def test_ps_tells_the_launcher_and_each_runs_supervisor_apart(agent: Agent) -> N
     assert "title" in supervisor, "the title does not say which run it supervises"
 
 
-def test_the_launcher_holds_no_socket_database_or_token(agent: Agent) -> None:  # noqa: F811
+def test_the_launcher_holds_no_socket_database_or_token(agent: Agent) -> None:
     async def body() -> psutil.Process:
         return await wait_launcher(agent)
 
@@ -114,7 +112,7 @@ def test_the_launcher_holds_no_socket_database_or_token(agent: Agent) -> None:  
     assert TOKEN not in " ".join(launcher.environ().values())
 
 
-def test_concurrent_dispatches_each_start_once(agent: Agent, tmp_path: Path) -> None:  # noqa: F811
+def test_concurrent_dispatches_each_start_once(agent: Agent, tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     n = 40
 
@@ -136,7 +134,7 @@ def test_concurrent_dispatches_each_start_once(agent: Agent, tmp_path: Path) -> 
     assert lines == [str(i) for i in range(n)], "each run must start exactly once"
 
 
-def test_a_burst_of_large_orders_all_start(agent: Agent) -> None:  # noqa: F811
+def test_a_burst_of_large_orders_all_start(agent: Agent) -> None:
     """More than the launcher's socket buffer holds at once: every order still gets its
     supervisor (concurrent sends to the launcher must queue, not replace one another)."""
     n, big = 60, {"PAD": "x" * 30_000}

@@ -13,17 +13,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from agenthelp import (
+from harness import (
     DEADLINE,
     REPO,
     Agent,
-    agent,  # noqa: F401  (fixture)
-    agent_factory,  # noqa: F401  (fixture)
     order,
     run_async,
     wait_file,
     wait_final,
-    wait_for,
+    wait_for_async,
 )
 
 from scheduler.protocol import StaleEpoch
@@ -45,7 +43,7 @@ def wait_gone(pid: int) -> None:
 
 
 def test_stale_epoch_is_refused_and_the_epoch_survives_a_restart(
-    agent: Agent, tmp_path: Path  # noqa: F811
+    agent: Agent, tmp_path: Path
 ) -> None:
     marker = tmp_path / "stale-ran"
 
@@ -79,7 +77,7 @@ def test_stale_epoch_is_refused_and_the_epoch_survives_a_restart(
     assert not marker.exists(), "an order with a stale epoch started its command"
 
 
-def test_runs_survive_an_agent_crash(agent: Agent, tmp_path: Path) -> None:  # noqa: F811
+def test_runs_survive_an_agent_crash(agent: Agent, tmp_path: Path) -> None:
     """kill -9 the agent mid-run: one run finishes while it is down, one after it is back."""
     scripts = {}
     for name in ("a", "b"):
@@ -115,7 +113,7 @@ def test_runs_survive_an_agent_crash(agent: Agent, tmp_path: Path) -> None:  # n
 
 
 def test_a_run_whose_processes_died_with_the_agent_is_failed(
-    agent: Agent, tmp_path: Path  # noqa: F811
+    agent: Agent, tmp_path: Path
 ) -> None:
     async def dispatch() -> int:
         c = agent.client()
@@ -124,14 +122,14 @@ def test_a_run_whose_processes_died_with_the_agent_is_failed(
         async def has_pid() -> bool:
             return (await c.run("lost@1", 1))["pid"] is not None
 
-        await wait_for(has_pid, "the job's pid")
+        await wait_for_async("the job's pid", has_pid)
         pid = (await c.run("lost@1", 1))["pid"]
         await c.close()
         return pid
 
     job_pid = run_async(dispatch)
     supervisor = psutil.Process(job_pid).parent()
-    assert supervisor is not None and "scheduler.agent.supervise" in supervisor.cmdline()
+    assert supervisor is not None and supervisor in agent.supervisors()
     # What a machine crash or a cgroup kill does: everything dies at once.
     agent.kill9()
     supervisor.kill()
@@ -169,7 +167,7 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
 
 
 def test_acknowledged_runs_are_forgotten_after_the_retention(
-    agent_factory: Callable[..., Agent],  # noqa: F811
+    agent_factory: Callable[..., Agent],
 ) -> None:
     short = agent_factory(retention='"2s"')
 
@@ -185,7 +183,7 @@ def test_acknowledged_runs_are_forgotten_after_the_retention(
         async def forgotten() -> bool:
             return await c.run("old@1", 1) is None
 
-        await wait_for(forgotten, "the acknowledged run to be purged")
+        await wait_for_async("the acknowledged run to be purged", forgotten)
         assert not rundir.exists()
         assert (await c.run("kept@1", 1)) is not None  # not acknowledged: kept
         await c.close()

@@ -11,16 +11,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from agenthelp import (
+from harness import (
     TOKEN,
     Agent,
     order,
     raw,
     run_async,
-    shared_agent,  # noqa: F401  (fixture)
     wait_file,
     wait_final,
-    wait_for,
+    wait_for_async,
 )
 
 from scheduler.protocol import AgentError, StaleEpoch
@@ -29,7 +28,7 @@ from scheduler.times import utc_now
 pytestmark = pytest.mark.integration
 
 
-def test_success_and_failure_are_recorded_with_output(shared_agent: Agent) -> None:  # noqa: F811
+def test_success_and_failure_are_recorded_with_output(shared_agent: Agent) -> None:
     async def body() -> None:
         c = shared_agent.client()
         created, run = await c.dispatch(order(
@@ -52,7 +51,7 @@ def test_success_and_failure_are_recorded_with_output(shared_agent: Agent) -> No
     run_async(body)
 
 
-def test_env_cwd_and_a_clean_environment(shared_agent: Agent, tmp_path: Path) -> None:  # noqa: F811
+def test_env_cwd_and_a_clean_environment(shared_agent: Agent, tmp_path: Path) -> None:
     async def body() -> None:
         c = shared_agent.client()
         await c.dispatch(order("env@1", ["sh", "-c", "echo $GREETING; pwd; env"],
@@ -69,7 +68,7 @@ def test_env_cwd_and_a_clean_environment(shared_agent: Agent, tmp_path: Path) ->
     run_async(body)
 
 
-def test_unknown_user_and_missing_program_fail_with_a_reason(shared_agent: Agent) -> None:  # noqa: F811
+def test_unknown_user_and_missing_program_fail_with_a_reason(shared_agent: Agent) -> None:
     async def body() -> None:
         c = shared_agent.client()
         await c.dispatch(order("user@1", ["true"], user="no-such-user-hasched"))
@@ -84,7 +83,7 @@ def test_unknown_user_and_missing_program_fail_with_a_reason(shared_agent: Agent
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs root")
-def test_run_as_another_user(shared_agent: Agent) -> None:  # noqa: F811
+def test_run_as_another_user(shared_agent: Agent) -> None:
     async def body() -> None:
         c = shared_agent.client()
         await c.dispatch(order("as-nobody@1", ["sh", "-c", "id -un; echo $HOME; pwd"],
@@ -98,7 +97,7 @@ def test_run_as_another_user(shared_agent: Agent) -> None:  # noqa: F811
     run_async(body)
 
 
-def test_duplicate_dispatch_starts_nothing(shared_agent: Agent, tmp_path: Path) -> None:  # noqa: F811
+def test_duplicate_dispatch_starts_nothing(shared_agent: Agent, tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     cmd = ["sh", "-c", f'echo started >> "{marks}"; sleep 1']
 
@@ -122,7 +121,7 @@ def test_duplicate_dispatch_starts_nothing(shared_agent: Agent, tmp_path: Path) 
     assert marks.read_text() == "started\nstarted\n"  # attempt 1 once, attempt 2 once
 
 
-def test_token_is_required_everywhere(shared_agent: Agent) -> None:  # noqa: F811
+def test_token_is_required_everywhere(shared_agent: Agent) -> None:
     body = json.dumps(order("tok@1", ["true"]).to_json()).encode()
     for token in (None, "wrong-token", ""):
         assert raw(shared_agent, "GET", "/v1/health", token=token) == (
@@ -165,7 +164,7 @@ def test_token_is_required_everywhere(shared_agent: Agent) -> None:  # noqa: F81
                   "", "x" * 257, 5)],
 ])
 def test_bad_orders_are_refused_in_one_line(
-    shared_agent: Agent, body: bytes | dict, message: str  # noqa: F811
+    shared_agent: Agent, body: bytes | dict, message: str
 ) -> None:
     if isinstance(body, dict):
         # A valid order with one field spoiled, and a high epoch that must not be taken.
@@ -178,7 +177,7 @@ def test_bad_orders_are_refused_in_one_line(
     assert raw(shared_agent, "GET", "/v1/health")[1]["epoch"] < 999
 
 
-def test_timeout_sends_term_then_kill(shared_agent: Agent, tmp_path: Path) -> None:  # noqa: F811
+def test_timeout_sends_term_then_kill(shared_agent: Agent, tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     # Ignores TERM (only notes it), so only KILL can end it.
     script = f'echo $$ > "{pidfile}"; trap "echo got TERM" TERM; while :; do sleep 0.1; done'
@@ -196,7 +195,7 @@ def test_timeout_sends_term_then_kill(shared_agent: Agent, tmp_path: Path) -> No
     assert not psutil.pid_exists(int(wait_file(pidfile)))
 
 
-def test_cancel_stops_the_run(shared_agent: Agent) -> None:  # noqa: F811
+def test_cancel_stops_the_run(shared_agent: Agent) -> None:
     async def body() -> None:
         c = shared_agent.client()
         await c.dispatch(order("cancel@1", ["sleep", "120"], epoch=1))
@@ -209,7 +208,7 @@ def test_cancel_stops_the_run(shared_agent: Agent) -> None:  # noqa: F811
         async def job_started() -> bool:
             return (await c.run("cancel@1", 1))["pid"] is not None
 
-        await wait_for(job_started, "the job process to start")
+        await wait_for_async("the job process to start", job_started)
         run = await c.cancel("cancel@1", 1, epoch=1)
         assert run["run_id"] == "cancel@1"
         done = await wait_final(c, "cancel@1")
@@ -226,7 +225,7 @@ def test_cancel_stops_the_run(shared_agent: Agent) -> None:  # noqa: F811
     run_async(body)
 
 
-def test_output_over_the_limit_is_truncated(shared_agent: Agent) -> None:  # noqa: F811
+def test_output_over_the_limit_is_truncated(shared_agent: Agent) -> None:
     # shared_agent has output_limit = 4KiB
     async def body() -> None:
         c = shared_agent.client()
@@ -243,7 +242,7 @@ def test_output_over_the_limit_is_truncated(shared_agent: Agent) -> None:  # noq
     assert len(rundirs) == 1 and (rundirs[0] / "stdout").stat().st_size <= 4096
 
 
-def test_ack_and_listings(shared_agent: Agent) -> None:  # noqa: F811
+def test_ack_and_listings(shared_agent: Agent) -> None:
     async def body() -> None:
         c = shared_agent.client()
         before = utc_now() - timedelta(seconds=1)

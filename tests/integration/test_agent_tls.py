@@ -8,10 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from agenthelp import (
+from harness import (
     DEADLINE,
     Agent,
-    agent_factory,  # noqa: F401  (fixture)
     order,
     run_async,
     wait_final,
@@ -34,7 +33,7 @@ def self_signed(directory: Path) -> tuple[Path, Path]:
 
 
 def test_tls_with_a_trusted_ca(
-    agent_factory: Callable[..., Agent], tmp_path: Path  # noqa: F811
+    agent_factory: Callable[..., Agent], tmp_path: Path
 ) -> None:
     cert, key = self_signed(tmp_path)
     agent = agent_factory(tls=f'{{ cert = "{cert}", key = "{key}" }}')

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import API_TOKEN, job_toml, wait_for
+from harness import API_TOKEN, job_toml, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -127,7 +127,7 @@ def test_standby_refuses_run_now(lab, tmp_path):
 
 def test_truncated_output_and_limits_reach_the_user(lab, tmp_path):
     # An agent keeping 4KiB of each stream, and running jobs without cgroups.
-    lab.agent("w1", 'output_limit = "4KiB"\ncgroups = false\n')
+    lab.agent("w1", output_limit='"4KiB"', cgroups="false")
     lab.job("loud", job_toml("loud", "head -c 10000 /dev/zero | tr '\\0' x", every="1h",
                              agent="w1", misfire="skip"))
     lab.job("capped", job_toml("capped", "true", every="1h", agent="w1", misfire="skip")

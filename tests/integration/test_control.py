@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import Lab, hasched, job_toml
+from harness import Lab, hasched, job_toml
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from conftest import TOKEN, Lab, dump, hasched, wait_for
+from harness import TOKEN, Lab, dump, hasched, wait_for
 
 from scheduler.protocol import AgentError, DispatchOrder, StaleEpoch
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import Lab, dump, duplicates, job_toml, nominal_gaps, wait_for
+from harness import Lab, dump, duplicates, job_toml, nominal_gaps, wait_for
 from test_scheduler_policies import at
 
 from scheduler.protocol import DispatchOrder, StaleEpoch

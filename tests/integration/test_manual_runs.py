@@ -6,7 +6,7 @@ import json
 import urllib.request
 
 import pytest
-from conftest import API_TOKEN, Lab, job_toml, wait_for
+from harness import API_TOKEN, Lab, job_toml, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
-from conftest import Lab, Scheduler, dump, duplicates, job_toml, wait_for
+from harness import Lab, Scheduler, dump, duplicates, job_toml, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +51,7 @@ def test_pausing_a_job_recalls_a_fire_already_sent_ahead(lab: Lab) -> None:
     import time
     import urllib.request
 
-    from conftest import API_TOKEN
+    from harness import API_TOKEN
 
     marks = lab.root / "marks"
     marks.touch()

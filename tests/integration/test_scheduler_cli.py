@@ -7,7 +7,7 @@ import socket
 import subprocess
 
 import pytest
-from conftest import Lab, hasched, job_toml, wait_for
+from harness import Lab, hasched, job_toml, wait_for
 
 pytestmark = pytest.mark.integration
 

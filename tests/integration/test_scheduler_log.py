@@ -6,7 +6,7 @@ import re
 import urllib.request
 
 import pytest
-from conftest import Lab, Scheduler, wait_for
+from harness import Lab, Scheduler, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from conftest import Lab, dump, job_toml, wait_for
+from harness import Lab, dump, job_toml, wait_for
 from test_scheduler_policies import at
 
 pytestmark = pytest.mark.integration

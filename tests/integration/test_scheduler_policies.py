@@ -7,7 +7,7 @@ import urllib.error
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import Lab, dump, job_toml, wait_for
+from harness import Lab, dump, job_toml, wait_for
 from test_scheduler_runs import api_post
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import API_TOKEN, Lab, hasched, job_toml, wait_for
+from harness import API_TOKEN, Lab, hasched, job_toml, wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Lab, hasched, job_toml, wait_for
+from harness import Lab, hasched, job_toml, wait_for
 
 pytestmark = pytest.mark.integration
 

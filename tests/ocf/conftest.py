@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from tests import deps
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 AGENT_SRC = REPO / "resource-agents"
@@ -63,12 +64,6 @@ def wait_for(what: str, predicate, timeout: float = 60.0, interval: float = 0.3)
             return last
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def sh(*argv: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
