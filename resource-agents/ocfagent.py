@@ -182,7 +182,7 @@ class Parameter:
     __slots__ = ("name", "shortdesc", "longdesc", "type", "default", "required", "reloadable",
                  "options")
 
-    def __init__(self, name: str, shortdesc: str, longdesc: str, *, type: str = "string",
+    def __init__(self, name: str, shortdesc: str, longdesc: str, *, type: str = "string",  # noqa: PLR0913 - keyword-only, one per attribute of an OCF <parameter>
                  default: str = "", required: bool = False, reloadable: bool = False,
                  options: tuple[str, ...] = ()) -> None:
         self.name, self.shortdesc, self.longdesc = name, shortdesc, longdesc

@@ -137,30 +137,9 @@ def parse_calendar(name: str, table: Any) -> tuple[CalendarDef | None, Problems]
 
 
 def _exclude(value: Any, problems: Problems) -> set[date]:
-    dates: set[date] = set()
     if isinstance(value, dict):  # by year: { 2026 = ["01-01", "12-25"] }
-        for year, days in value.items():
-            if not (isinstance(year, str) and year.isdigit() and len(year) == 4):
-                problems.append((("exclude", str(year)), "not a year (use e.g. 2026)"))
-                continue
-            if not isinstance(days, list):
-                problems.append((("exclude", year), 'must be a list of days like "12-25"'))
-                continue
-            for item in days:
-                text = item.isoformat() if isinstance(item, date) else str(item)
-                if len(text) == 5:  # "12-25"
-                    text = f"{year}-{text}"
-                try:
-                    day = date.fromisoformat(text)
-                except ValueError:
-                    problems.append((("exclude", year),
-                                     f"not a day of {year}: {item!r} (use MM-DD)"))
-                    continue
-                if day.year != int(year):
-                    problems.append((("exclude", year), f"{item!r} is not in {year}"))
-                else:
-                    dates.add(day)
-        return dates
+        return _exclude_by_year(value, problems)
+    dates: set[date] = set()
     if not isinstance(value, list):
         problems.append((("exclude",), f"must be {_DATE_HINT}"))
         return dates
@@ -172,6 +151,31 @@ def _exclude(value: Any, problems: Problems) -> set[date]:
             dates.add(date.fromisoformat(str(item)))
         except ValueError:
             problems.append((("exclude",), f"not a date: {item!r} (use YYYY-MM-DD)"))
+    return dates
+
+
+def _exclude_by_year(value: dict[Any, Any], problems: Problems) -> set[date]:
+    dates: set[date] = set()
+    for year, days in value.items():
+        if not (isinstance(year, str) and year.isdigit() and len(year) == 4):
+            problems.append((("exclude", str(year)), "not a year (use e.g. 2026)"))
+            continue
+        if not isinstance(days, list):
+            problems.append((("exclude", year), 'must be a list of days like "12-25"'))
+            continue
+        for item in days:
+            text = item.isoformat() if isinstance(item, date) else str(item)
+            if len(text) == 5:  # "12-25"
+                text = f"{year}-{text}"
+            try:
+                day = date.fromisoformat(text)
+            except ValueError:
+                problems.append((("exclude", year), f"not a day of {year}: {item!r} (use MM-DD)"))
+                continue
+            if day.year != int(year):
+                problems.append((("exclude", year), f"{item!r} is not in {year}"))
+            else:
+                dates.add(day)
     return dates
 
 

@@ -48,7 +48,7 @@ def _seconds(value: Any) -> float | None:
 
 
 class Dispatcher:
-    def __init__(self, ledger: Ledger, writer: BatchWriter, clients: dict[str, AgentClient],
+    def __init__(self, ledger: Ledger, writer: BatchWriter, clients: dict[str, AgentClient],  # noqa: PLR0913 - its collaborators and hooks, given by the daemon that owns them
                  labels: dict[str, list[str]], state_dir: Path, metrics: Any,
                  epoch: Callable[[], int], on_stale: StaleHook, on_final: FinalHook) -> None:
         self.ledger = ledger
@@ -244,7 +244,7 @@ class Dispatcher:
                 counts[row["agent"]] += 1
         self.load = counts
 
-    async def _collect_agent(self, agent: str) -> None:
+    async def _collect_agent(self, agent: str) -> None:  # noqa: C901, PLR0912 - one pass over an agent's answer: each run state it may report is one branch
         client = self.clients[agent]
         poll_start = utc_iso()
         try:

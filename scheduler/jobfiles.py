@@ -99,6 +99,13 @@ def _check_dependencies(files: list[_Parsed], check_unknown: bool) -> None:
         for dep in deps:
             if check_unknown and dep not in after:
                 report(name, f"unknown job {dep!r}")
+    for name, cycle in _cycles(after):
+        report(name, f"dependency cycle: {' -> '.join(cycle)}")
+
+
+def _cycles(after: dict[str, list[str]]) -> list[tuple[str, list[str]]]:
+    """(the job whose `after` closes it, the cycle) for each dependency cycle found."""
+    found = []
     # Iterative depth-first search: white (absent) / grey (on the path) / black (done).
     state: dict[str, int] = {}
     for root in after:
@@ -112,12 +119,12 @@ def _check_dependencies(files: list[_Parsed], check_unknown: bool) -> None:
                 state[path.pop()] = 2
                 stack.pop()
             elif dep in after and state.get(dep) == 1:
-                cycle = path[path.index(dep):] + [dep]
-                report(path[-1], f"dependency cycle: {' -> '.join(cycle)}")
+                found.append((path[-1], path[path.index(dep):] + [dep]))
             elif dep in after and dep not in state:
                 state[dep] = 1
                 path.append(dep)
                 stack.append(iter(after[dep]))
+    return found
 
 
 def _add_calendars(calendars: dict[str, Calendar], parsed: _Parsed) -> None:

@@ -53,7 +53,7 @@ class ProtocolError(ValueError):
     """An order or answer that does not follow the protocol; str() is one line."""
 
 
-def make_run(
+def make_run(  # noqa: PLR0913 - keyword-only, one per field of the RUN object
     *,
     run_id: str,
     job: str,

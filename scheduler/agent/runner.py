@@ -81,7 +81,7 @@ def _log_failed_write(fut: asyncio.Future[Any]) -> None:
 
 
 class Runner:
-    def __init__(self, store: Store, spawner: Spawner, *, output_limit: int, kill_grace: float,
+    def __init__(self, store: Store, spawner: Spawner, *, output_limit: int, kill_grace: float,  # noqa: PLR0913 - the agent's run settings, keyword-only, each from its configuration
                  containment: dict[str, Any] | None = None, default_user: str | None = None,
                  allow_agent_account: bool = False):
         self.store = store

@@ -189,7 +189,7 @@ class Store:
         ).fetchone()
         return self._record(row)
 
-    def insert(
+    def insert(  # noqa: PLR0913 - keyword-only, one per column of the new record
         self, *, run_id: str, attempt: int, job: str, epoch: int, timeout: float | None,
         start_at: str | None = None, spec: str | None = None,
     ) -> tuple[RunRecord, asyncio.Future[Any]]:

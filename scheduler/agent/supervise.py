@@ -162,22 +162,31 @@ class Supervisor:
         result["supervisor_pid"] = os.getpid()  # still the claim's content, too
         publish_result(self.rundir, result)
 
-    def run(self) -> None:
+    def _prepare(self) -> tuple[pwd.struct_passwd, str, cgroup.ProcessGroup] | None:
+        """(account, cwd, the run's group) to start the job with, or None: the run is over
+        (refused, or cancelled before anything started) and its result written."""
         account, error = spawn.resolve_user(self.spec)
         if error:
             self._finish(error=error)
-            return
-        if self.cancelled:  # cancelled before anything started
+            return None
+        if self.cancelled:
             self._finish()
-            return
+            return None
         cwd = self.spec.get("cwd") or spawn.default_cwd(account)
         if not os.path.isdir(cwd):  # else exec's ENOENT would read as "command not found"
             self._finish(error=f"cwd {cwd} does not exist (or is not a directory)")
-            return
+            return None
         group, error = cgroup.open_run_group(self.spec, self.rundir)
         if error:
             self._finish(error=error)
+            return None
+        return account, cwd, group
+
+    def run(self) -> None:
+        prepared = self._prepare()
+        if prepared is None:
             return
+        account, cwd, group = prepared
         self.group = group
         limit = int(self.spec["output_limit"])
         sinks = {
@@ -228,7 +237,7 @@ class Supervisor:
             fields["left_running"] = left
         self._finish(**fields)
 
-    def _pump(self, pipes: dict[int, Sink]) -> int:
+    def _pump(self, pipes: dict[int, Sink]) -> int:  # noqa: C901, PLR0912 - one poll loop: output, exit, timeout and the stop sequence share its state, and split each turn would cost calls in the forked child
         """Copy output until the job has exited, every process of the run is gone and the pipes
         are drained; return the job's wait status.
 

@@ -74,7 +74,7 @@ def runs() -> None:
               help="At most this many runs.")
 @client_options
 @json_option
-def list_runs(client: Client, job: str | None, state: str | None, since: str | None,
+def list_runs(client: Client, job: str | None, state: str | None, since: str | None,  # noqa: PLR0913 - click passes one argument per option
               until: str | None, limit: int, as_json: bool) -> None:
     """List runs, newest first, optionally filtered.
 

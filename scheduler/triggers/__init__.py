@@ -24,10 +24,12 @@ Trigger = CronTrigger | IntervalTrigger | OnceTrigger
 
 
 @lru_cache(maxsize=65536)  # identical definitions share one trigger (and its caches)
-def make_trigger(schedule: str | None = None, every: str | int | float | None = None,
-                 at: str | datetime | None = None, timezone: str = "UTC",
-                 calendar: Calendar | None = None, dst: DstPolicy = BY_RULE,
-                 business_day: tuple[int, ...] = ()) -> Trigger:
+def make_trigger(  # noqa: PLR0913 - one keyword per trigger field of a job file, all cached on
+    schedule: str | None = None, every: str | int | float | None = None,
+    at: str | datetime | None = None, timezone: str = "UTC",
+    calendar: Calendar | None = None, dst: DstPolicy = BY_RULE,
+    business_day: tuple[int, ...] = (),
+) -> Trigger:
     """Build the trigger for exactly one of schedule | every | at; ValueError when wrong."""
     given = [k for k, v in (("schedule", schedule), ("every", every), ("at", at)) if v is not None]
     if len(given) != 1:
@@ -49,6 +51,10 @@ def make_trigger(schedule: str | None = None, every: str | int | float | None = 
         if seconds < 1:
             raise ValueError(f"interval {every!r} is shorter than 1s")
         return IntervalTrigger(seconds, timezone, calendar=calendar)
+    return _once(at, timezone, dst)
+
+
+def _once(at: str | datetime | None, timezone: str, dst: DstPolicy) -> OnceTrigger:
     if isinstance(at, str):
         try:
             at = datetime.fromisoformat(at)

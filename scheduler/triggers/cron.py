@@ -13,6 +13,7 @@ import bisect
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from scheduler.calendars import Calendar, business_days
@@ -140,25 +141,35 @@ def _cron_next(expr: str, tz_name: str, calendar: Calendar | None, dst: DstPolic
     # Every wall time after t's own fires after t (or not at all); only a fall-back coming up
     # shortly adds earlier ones, the repeated wall times whose second pass is still ahead. Those
     # passes all come after the fall-back, so they are looked at only when nothing fires before.
-    best = _walk(spec, calendar, business, tz, policy, t, wall, second_pass=local.fold == 1)
+    rule = _Rule(spec, calendar, business, tz, policy)
+    best = _walk(rule, t, wall, second_pass=local.fold == 1)
     fall_back = _fall_back_ahead(t, tz)
     if fall_back is not None and (best is None or best > fall_back):
         repeat_from = fall_back.astimezone(tz).replace(tzinfo=None)  # the first repeated wall
         if repeat_from <= wall:
-            second = _walk(spec, calendar, business, tz, policy, t, repeat_from - MINUTE,
-                           until=wall)
+            second = _walk(rule, t, repeat_from - MINUTE, until=wall)
             if second is not None and (best is None or second < best):
                 best = second
     return best
 
 
-def _walk(spec: CronSpec, calendar: Calendar | None, business: tuple[int, ...], tz: ZoneInfo,
-          policy: DstPolicy, t: datetime, wall: datetime, until: datetime | None = None,
+class _Rule(NamedTuple):
+    """What decides the fires of one expression in one zone."""
+
+    spec: CronSpec
+    calendar: Calendar | None
+    business: tuple[int, ...]
+    tz: ZoneInfo
+    policy: DstPolicy
+
+
+def _walk(rule: _Rule, t: datetime, wall: datetime, until: datetime | None = None,
           second_pass: bool = False) -> datetime | None:
     """The first fire after t of the wall times after `wall`. Second passes of repeated wall
     times grow with the wall time, so the first one found is the answer when nothing else can
     come before it: the walk is only over repeated wall times (up to `until`), or t is itself
     in a second pass (every later first pass is behind it)."""
+    spec, calendar, business, tz, policy = rule
     best = None
     while (wall := next_wall(spec, calendar, business, wall)) is not None:
         if until is not None and wall > until:

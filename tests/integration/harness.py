@@ -432,19 +432,11 @@ def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)[:3000]
 
 
-def job_toml(name: str, command: str, every: str | None = None, agent: str | None = None,
-             pool: str | None = None, concurrency: str | None = None,
-             misfire: str | None = None) -> str:
-    """A job file (the format of scheduler/jobtable.py)."""
+def job_toml(name: str, command: str, misfire: str | None = None, **fields: str | None) -> str:
+    """A job file (the format of scheduler/jobtable.py): `command` for /bin/sh -c, `misfire`
+    a policy (with a 5 minute grace), `fields` string fields (every, agent, pool, ...)."""
     lines = [f"[job.{name}]", f"command = {json.dumps(['/bin/sh', '-c', command])}"]
-    if every:
-        lines.append(f'every = "{every}"')
-    if agent:
-        lines.append(f'agent = "{agent}"')
-    if pool:
-        lines.append(f'pool = "{pool}"')
-    if concurrency:
-        lines.append(f'concurrency = "{concurrency}"')
+    lines += [f"{key} = {json.dumps(value)}" for key, value in fields.items() if value]
     if misfire:
         lines.append(f'misfire = {{ policy = "{misfire}", grace = "5m" }}')
     return "\n".join(lines) + "\n"

@@ -6,9 +6,33 @@ import argparse
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 
 from . import lab
 from .config import NODES, node
+
+
+def _partition(args: argparse.Namespace) -> None:
+    if args.a == args.b:
+        raise lab.LabError("partition needs two different nodes")
+    lab.partition(node(args.a), node(args.b))
+
+
+def _ssh(args: argparse.Namespace) -> None:
+    argv = lab.ssh_argv(args.node, *args.command)
+    os.execvp(argv[0], argv)
+
+
+_VERBS: dict[str, Callable[[argparse.Namespace], object]] = {
+    "up": lambda _: lab.up(),
+    "down": lambda _: lab.down(),
+    "crash": lambda args: lab.crash(node(args.node)),
+    "poweron": lambda args: lab.poweron(node(args.node)),
+    "partition": _partition,
+    "heal": lambda _: lab.heal(),
+    "ssh": _ssh,
+    "status": lambda _: print(lab.status()),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,25 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status")
     args = p.parse_args(argv)
     try:
-        if args.verb == "up":
-            lab.up()
-        elif args.verb == "down":
-            lab.down()
-        elif args.verb == "crash":
-            lab.crash(node(args.node))
-        elif args.verb == "poweron":
-            lab.poweron(node(args.node))
-        elif args.verb == "partition":
-            if args.a == args.b:
-                raise lab.LabError("partition needs two different nodes")
-            lab.partition(node(args.a), node(args.b))
-        elif args.verb == "heal":
-            lab.heal()
-        elif args.verb == "ssh":
-            argv_ = lab.ssh_argv(args.node, *args.command)
-            os.execvp(argv_[0], argv_)
-        elif args.verb == "status":
-            print(lab.status())
+        _VERBS[args.verb](args)
     except lab.LabError as exc:
         print(f"lab: error: {exc}", file=sys.stderr)
         return 2

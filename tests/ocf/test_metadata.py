@@ -59,7 +59,7 @@ VALIDATE_CASES = [
 
 @pytest.mark.parametrize("name,params,level,expect,reason", VALIDATE_CASES,
                          ids=[c[0] for c in VALIDATE_CASES])
-def test_validate_all(agent, setup, name, params, level, expect, reason) -> None:
+def test_validate_all(agent, setup, name, params, level, expect, reason) -> None:  # noqa: PLR0913 - pytest passes a fixture or a column of the case table per argument
     overrides = params(setup) if callable(params) else params
     env = setup.env({**setup.params(), **overrides})  # no CRM_meta_*: as pcs runs it
     env["OCF_CHECK_LEVEL"] = str(level)

@@ -294,7 +294,7 @@ def day_fields(draw) -> tuple[str, str, object]:
     return dom_text, dow_text, lambda d: dom_ok(d) and dow_ok(d)
 
 
-def reference(tz: ZoneInfo, minutes: Field, hours: Field, day_ok, policy: DstPolicy,
+def reference(tz: ZoneInfo, minutes: Field, hours: Field, day_ok, policy: DstPolicy,  # noqa: PLR0913 - each part of the expression on its own: independent of CronSpec
               start: datetime, end: datetime) -> list[datetime]:
     def matches(wall: datetime) -> bool:
         return wall.minute in minutes.values and wall.hour in hours.values and day_ok(wall.date())
@@ -326,7 +326,7 @@ def reference(tz: ZoneInfo, minutes: Field, hours: Field, day_ok, policy: DstPol
        gap=st.sampled_from([None, None, "after", "skip"]),
        repeat=st.sampled_from([None, None, "first", "second", "both"]),
        probe=st.integers(0, 2 * int(WINDOW.total_seconds())))
-def test_random_expressions_match_the_reference(tz_name, which, minutes, hours, days, gap,
+def test_random_expressions_match_the_reference(tz_name, which, minutes, hours, days, gap,  # noqa: PLR0913 - hypothesis passes one drawn value per argument
                                                 repeat, probe):
     dom, dow, day_ok = days
     expr = f"{minutes.text} {hours.text} {dom} * {dow}"
