@@ -300,6 +300,18 @@ def http_logger() -> logging.Logger:
     return logger
 
 
+# add_get: HEAD too.
+_GETS = {
+    "/health": _health, "/metrics": _metrics,
+    "/v1/jobs": _list_jobs, "/v1/jobs/{name}": _get_job, "/v1/jobs/{name}/next": _next_fires,
+    "/v1/forecast": _forecast,
+    "/v1/runs": _list_runs, "/v1/runs/{run_id}": _get_run,
+    "/v1/runs/{run_id}/output": _run_output,
+}
+_POSTS = {"/v1/jobs/{name}/run": _run_job, "/v1/jobs/{name}/pause": _pause_job,
+          "/v1/jobs/{name}/resume": _resume_job}
+
+
 def make_app(service: Service, tokens: frozenset[str], metrics: Metrics) -> web.Application:
     """The REST API application; the daemon runs it (with TLS from make_ssl_context if set)."""
     if not tokens:
@@ -310,18 +322,10 @@ def make_app(service: Service, tokens: frozenset[str], metrics: Metrics) -> web.
     app[TOKENS_KEY] = frozenset(tokens)
     app[METRICS_KEY] = metrics
     app[REFUSALS_KEY] = Refusals()
-    app.router.add_get("/health", _health)
-    app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/v1/jobs", _list_jobs)
-    app.router.add_get("/v1/jobs/{name}", _get_job)
-    app.router.add_get("/v1/jobs/{name}/next", _next_fires)
-    app.router.add_get("/v1/forecast", _forecast)
-    app.router.add_post("/v1/jobs/{name}/run", _run_job)
-    app.router.add_post("/v1/jobs/{name}/pause", _pause_job)
-    app.router.add_post("/v1/jobs/{name}/resume", _resume_job)
-    app.router.add_get("/v1/runs", _list_runs)
-    app.router.add_get("/v1/runs/{run_id}", _get_run)
-    app.router.add_get("/v1/runs/{run_id}/output", _run_output)
+    for path, handler in _GETS.items():
+        app.router.add_get(path, handler)
+    for path, handler in _POSTS.items():
+        app.router.add_post(path, handler)
     return app
 
 

@@ -70,18 +70,24 @@ def ctl(ctx: click.Context, socket_path: str | None, config: str | None) -> None
     ctx.obj = {"socket": socket_path, "config": config}
 
 
-@ctl.command("status")
-@click.pass_context
-def status(ctx: click.Context) -> None:
-    """Role, epoch, pid, jobs, agents reachable."""
-    _ask(ctx, {"op": "status"})
+# The operations that take no argument: name and help.
+_PLAIN_OPS = {
+    "status": "Role, epoch, pid, jobs, agents reachable.",
+    "check": "Deep self-check: the ledger is readable, job files parse.",
+    "demote": "Become standby: stop planning and dispatching (running jobs go on).",
+    "reload": "Re-read the job files (same as SIGHUP).",
+}
 
 
-@ctl.command("check")
-@click.pass_context
-def check(ctx: click.Context) -> None:
-    """Deep self-check: the ledger is readable, job files parse."""
-    _ask(ctx, {"op": "check"})
+def _plain_op(op: str, text: str) -> None:
+    @ctl.command(op, help=text)
+    @click.pass_context
+    def command(ctx: click.Context) -> None:
+        _ask(ctx, {"op": op})
+
+
+for _op, _text in _PLAIN_OPS.items():
+    _plain_op(_op, _text)
 
 
 @ctl.command("promote")
@@ -91,20 +97,6 @@ def check(ctx: click.Context) -> None:
 def promote(ctx: click.Context, epoch: int) -> None:
     """Become active under EPOCH: adopt the agents' runs, catch up missed fires, plan."""
     _ask(ctx, {"op": "promote", "epoch": epoch})
-
-
-@ctl.command("demote")
-@click.pass_context
-def demote(ctx: click.Context) -> None:
-    """Become standby: stop planning and dispatching (running jobs go on)."""
-    _ask(ctx, {"op": "demote"})
-
-
-@ctl.command("reload")
-@click.pass_context
-def reload(ctx: click.Context) -> None:
-    """Re-read the job files (same as SIGHUP)."""
-    _ask(ctx, {"op": "reload"})
 
 
 @ctl.command("log-level")
