@@ -67,7 +67,9 @@ def parse_time(text: str) -> datetime:
 
 @dataclass(frozen=True)
 class Change:
-    """One state change.
+    """One state change, self-contained: it carries every value it sets, so that the same change
+    applied to another copy of the ledger (a standby following the active) gives the same row.
+    Nothing in `apply` reads the clock or picks a value.
 
     op: "create"  insert a run if (run_id, attempt) is absent (a known identity is never re-created)
         "update"  set `fields` on a run, only while its state is in `when` (if given)
@@ -75,6 +77,9 @@ class Change:
         "job"     set paused / last_planned / first_seen / trigger of a job ("" forgets the
                   last two)
         "epoch"   raise the epoch to fields["epoch"] (never lowers it)
+
+    A "create" or "adopt" without `scheduled_at` gets the time the change was made, here: the
+    moment the writer decided it, not the moment (or the node) it is applied.
     """
 
     op: str
@@ -83,6 +88,10 @@ class Change:
     job: str = ""
     fields: Mapping[str, Any] = field(default_factory=dict)
     when: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.op in ("create", "adopt") and "scheduled_at" not in self.fields:
+            object.__setattr__(self, "fields", {**self.fields, "scheduled_at": utc_iso()})
 
 
 Listener = Callable[[list[Change]], None]
@@ -165,7 +174,6 @@ class Ledger:
             row = {"run_id": ch.run_id, "attempt": ch.attempt, "job": ch.job, **f}
             row.setdefault("state", "scheduled")
             _check_fields(row)
-            row.setdefault("scheduled_at", utc_iso())
             row["manual"] = int(bool(row.get("manual", 0)))
             cols = ", ".join(row)
             marks = ", ".join("?" * len(row))
@@ -184,10 +192,10 @@ class Ledger:
         if ch.op == "adopt":
             _check_fields(f)
             row = {"run_id": ch.run_id, "attempt": ch.attempt, "job": ch.job, **f}
-            row.setdefault("scheduled_at", utc_iso())
             cols = ", ".join(row)
             marks = ", ".join("?" * len(row))
-            sets = ", ".join(f"{k} = excluded.{k}" for k in f)
+            # scheduled_at is when the ledger first knew the run: an adoption never moves it.
+            sets = ", ".join(f"{k} = excluded.{k}" for k in f if k != "scheduled_at")
             final = ", ".join(f"'{s}'" for s in FINAL_STATES)
             cur = c.execute(
                 f"INSERT INTO runs ({cols}) VALUES ({marks}) ON CONFLICT (run_id, attempt) "
