@@ -25,6 +25,7 @@ from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso, parse_tim
 from scheduler.progress import RunProgress
 from scheduler.protocol import AgentClient
 from scheduler.roles import Roles
+from scheduler.runs import Run
 from scheduler.service import Conflict, NotActive, NotFound
 
 log = logging.getLogger("hasched.scheduler")
@@ -172,7 +173,7 @@ class Scheduler(Roles, RunProgress):
         await self.writer.write(changes)
         for key in rows:
             row = self.ledger.get_attempt(*key)
-            if row and row["state"] == "scheduled":
+            if row and row.state == "scheduled":
                 self._spawn(self._advance(row))
 
     async def _collect_loop(self) -> None:
@@ -186,8 +187,8 @@ class Scheduler(Roles, RunProgress):
                         self._unadopted.discard(agent)
                 # Scheduled runs move on together; a run bound to an agent that is down waits
                 # for the next pass that finds it up (no timeout per run per pass).
-                pending = [r for r in self.ledger.open_runs() if r["state"] == "scheduled"
-                           and (not r["agent"] or reach.get(r["agent"], False))]
+                pending = [r for r in self.ledger.open_runs() if r.state == "scheduled"
+                           and (not r.agent or reach.get(r.agent, False))]
                 if self.role == "active":
                     await asyncio.gather(*(self._advance(r) for r in pending))
             except asyncio.CancelledError:
@@ -279,14 +280,14 @@ class Scheduler(Roles, RunProgress):
         unfinished = self.ledger.open_runs(name) if job.concurrency == "forbid" else []
         if unfinished:
             r = unfinished[-1]
-            raise Conflict(f"job {name!r} has an unfinished run {r['run_id']} ({r['state']}) "
+            raise Conflict(f"job {name!r} has an unfinished run {r.run_id} ({r.state}) "
                            "and concurrency=forbid: no manual run started")
         t = _now().replace(microsecond=0)
         rid = planning.run_id(name, t)
         await self.writer.write([Change("create", rid, 1, name, {
             "nominal": nominal_iso(t), "manual": 1, "agent": self.dispatcher.pick_agent(job)})])
         row = self.ledger.get_run(rid)
-        if row and row["state"] == "scheduled":
+        if row and row.state == "scheduled":
             self._spawn(self._advance(row))
         return self._run_view(row)
 
@@ -308,9 +309,9 @@ class Scheduler(Roles, RunProgress):
         horizon = datetime.now(UTC) + timedelta(seconds=RECALL_MARGIN)
         for row in self.ledger.in_flight(name):
             # Sent, or taken by the agent (running, started_at still empty) to start later.
-            if (not row["started_at"] and not row["manual"] and row["attempt"] == 1
-                    and parse_time(row["nominal"]) > horizon):
-                log.info("job %s paused: recalling %s, sent ahead", name, row["run_id"])
+            if (not row.started_at and not row.manual and row.attempt == 1
+                    and parse_time(row.nominal) > horizon):
+                log.info("job %s paused: recalling %s, sent ahead", name, row.run_id)
                 await self.dispatcher.cancel(row)
 
     async def pause(self, name: str) -> dict[str, Any]:
@@ -321,12 +322,10 @@ class Scheduler(Roles, RunProgress):
 
     # -- Service: runs ----------------------------------------------------------------------
     @staticmethod
-    def _run_view(row: dict[str, Any] | None) -> dict[str, Any]:
+    def _run_view(row: Run | None) -> dict[str, Any]:
         if row is None:
             raise NotFound("no such run")
-        view = dict(row)
-        view["manual"] = bool(view["manual"])
-        return view
+        return row.to_dict()
 
     def list_runs(self, job: str | None = None, state: str | None = None,
                   since: str | None = None, until: str | None = None,
@@ -338,13 +337,13 @@ class Scheduler(Roles, RunProgress):
 
     async def run_output(self, run_id: str, stream: str = "stdout") -> str:
         row = self._run_view(self.ledger.get_run(run_id))
-        if row["output_path"]:
-            path = Path(f"{row['output_path']}.{stream}")
+        if row.output_path:
+            path = Path(f"{row.output_path}.{stream}")
             if path.exists():
                 return await asyncio.to_thread(path.read_text, errors="replace")
-        if row["state"] in ("dispatched", "running") and row["agent"] in self.clients:
+        if row.state in ("dispatched", "running") and row.agent in self.clients:
             try:  # a read, allowed to a standby too
-                return await self.clients[row["agent"]].output(row["run_id"], row["attempt"],
+                return await self.clients[row.agent].output(row.run_id, row.attempt,
                                                                stream)
             except Exception as e:
                 raise NotFound(f"output of {run_id} not available: {e}") from e

@@ -22,13 +22,14 @@ from scheduler.protocol import (
     StaleEpoch,
     parse_iso,
 )
+from scheduler.runs import Run
 
 log = logging.getLogger("hasched.dispatch")
 
 ADOPT_WINDOW = timedelta(days=7)  # the agents' record retention
 PUSH_TIMEOUT = 3.0  # telling an agent a new epoch: short, a promotion waits for it
 
-FinalHook = Callable[[dict[str, Any]], Awaitable[None]]
+FinalHook = Callable[[Run], Awaitable[None]]
 StaleHook = Callable[[str, StaleEpoch], None]
 
 
@@ -156,20 +157,20 @@ class Dispatcher:
         return refused
 
     # -- dispatch --------------------------------------------------------------
-    async def dispatch(self, row: dict[str, Any], job: Any) -> bool:
+    async def dispatch(self, row: Run, job: Any) -> bool:
         """Send one scheduled run to its agent. False when it stays scheduled (agent down)."""
-        agent = row.get("agent") or self.pick_agent(job)
+        agent = row.agent or self.pick_agent(job)
         if agent is None:
-            await self.writer.write([Change("update", row["run_id"], row["attempt"], fields={
+            await self.writer.write([Change("update", row.run_id, row.attempt, fields={
                 "state": "cancelled", "finished_at": utc_iso(),
                 "reason": "no agent configured for this job"}, when=("scheduled",))])
             return False
-        if not row.get("agent"):
+        if not row.agent:
             # The agent is chosen durably before the order leaves: a re-dispatch after a crash goes
             # to the same agent, whose (run_id, attempt) dedup then makes it harmless.
-            await self.writer.write([Change("update", row["run_id"], row["attempt"],
+            await self.writer.write([Change("update", row.run_id, row.attempt,
                                             fields={"agent": agent}, when=("scheduled",))])
-        order = DispatchOrder(run_id=row["run_id"], job=row["job"], attempt=row["attempt"],
+        order = DispatchOrder(run_id=row.run_id, job=row.job, attempt=row.attempt,
                               epoch=self.epoch(), command=command_of(job),
                               env=dict(getattr(job, "env", None) or {}),
                               cwd=getattr(job, "cwd", None), user=getattr(job, "user", None),
@@ -181,53 +182,53 @@ class Dispatcher:
             created, run = await self.clients[agent].dispatch(order)
         except AgentUnreachable as e:
             self._mark(agent, False, str(e))
-            await self.writer.write([Change("update", row["run_id"], row["attempt"], fields={
+            await self.writer.write([Change("update", row.run_id, row.attempt, fields={
                 "reason": f"agent {agent} unreachable; will retry"}, when=("scheduled",))])
             return False
         except StaleEpoch as e:
             self.on_stale(agent, e)
             return False
         except AgentError as e:
-            log.error("agent %s refused %s attempt %s: %s", agent, row["run_id"],
-                      row["attempt"], e)
-            await self.writer.write([Change("update", row["run_id"], row["attempt"], fields={
+            log.error("agent %s refused %s attempt %s: %s", agent, row.run_id,
+                      row.attempt, e)
+            await self.writer.write([Change("update", row.run_id, row.attempt, fields={
                 "state": "failed", "finished_at": utc_iso(),
                 "reason": f"refused by agent {agent}: {e}"}, when=("scheduled",))])
             return False
         self._mark(agent, True)
-        await self.writer.write([Change("update", row["run_id"], row["attempt"], fields={
+        await self.writer.write([Change("update", row.run_id, row.attempt, fields={
             "state": "running", "agent": agent, "epoch": run.get("epoch", order.epoch),
             "dispatched_at": utc_iso(), "started_at": run.get("started_at"), "reason": None,
         }, when=("scheduled", "dispatched"))])
         if created:
             self.observe_start(row, run)
-        log.info("dispatched %s attempt %s to %s%s", row["run_id"], row["attempt"], agent,
+        log.info("dispatched %s attempt %s to %s%s", row.run_id, row.attempt, agent,
                  "" if created else " (agent already had it)")
         return True
 
     @staticmethod
-    def _start_at(row: dict[str, Any]) -> str | None:
+    def _start_at(row: Run) -> str | None:
         """A run sent before its nominal time starts on its agent at that time."""
-        return row["nominal"] if parse_iso(row["nominal"]) > datetime.now(UTC) else None
+        return row.nominal if parse_iso(row.nominal) > datetime.now(UTC) else None
 
-    def observe_start(self, row: dict[str, Any], run: dict[str, Any]) -> None:
+    def observe_start(self, row: Run, run: dict[str, Any]) -> None:
         """Dispatch lateness (agent's started_at - nominal) of a planned run, once its start
         is known: at dispatch, or later for a run sent ahead."""
-        if row.get("manual") or not run.get("started_at") or self.metrics is None:
+        if row.manual or not run.get("started_at") or self.metrics is None:
             return
-        late = parse_iso(run["started_at"]) - parse_iso(row["nominal"])
+        late = parse_iso(run["started_at"]) - parse_iso(row.nominal)
         self.metrics.observe_lateness(max(0.0, late.total_seconds()))
 
-    async def cancel(self, row: dict[str, Any]) -> None:
-        agent = row.get("agent")
+    async def cancel(self, row: Run) -> None:
+        agent = row.agent
         if not agent or agent not in self.clients:
             return
         try:
-            await self.clients[agent].cancel(row["run_id"], row["attempt"], self.epoch())
+            await self.clients[agent].cancel(row.run_id, row.attempt, self.epoch())
         except StaleEpoch as e:
             self.on_stale(agent, e)
         except (AgentUnreachable, AgentError) as e:
-            log.warning("cannot cancel %s on %s: %s", row["run_id"], agent, e)
+            log.warning("cannot cancel %s on %s: %s", row.run_id, agent, e)
 
     # -- collect ---------------------------------------------------------------
     async def collect(self) -> None:
@@ -235,8 +236,8 @@ class Dispatcher:
         await asyncio.gather(*(self._collect_agent(n) for n in self.clients))
         counts: dict[str, int] = dict.fromkeys(self.clients, 0)
         for row in self.ledger.open_runs():
-            if row["state"] != "scheduled" and row["agent"] in counts:
-                counts[row["agent"]] += 1
+            if row.state != "scheduled" and row.agent in counts:
+                counts[row.agent] += 1
         self.load = counts
 
     async def _collect_agent(self, agent: str) -> None:
@@ -263,19 +264,19 @@ class Dispatcher:
                 row = self.ledger.get_attempt(*key)
             if run["state"] in FINAL_STATES:
                 await self.finish(agent, run)
-            elif row and row["state"] in ("scheduled", "dispatched"):
+            elif row and row.state in ("scheduled", "dispatched"):
                 await self.writer.write([Change("update", *key, fields={
                     "state": "running", "agent": agent, "started_at": run.get("started_at")},
                     when=("scheduled", "dispatched"))])
-            elif row and row["state"] == "running" and not row["started_at"] \
+            elif row and row.state == "running" and not row.started_at \
                     and run.get("started_at"):  # sent ahead, started since
                 await self.writer.write([Change("update", *key, fields={
                     "started_at": run["started_at"]}, when=("running",))])
                 self.observe_start(row, run)
         for row in self.ledger.open_runs():
-            key = (row["run_id"], row["attempt"])
-            if (row["agent"] != agent or row["state"] == "scheduled" or key in seen
-                    or (row["dispatched_at"] or "") >= poll_start):
+            key = (row.run_id, row.attempt)
+            if (row.agent != agent or row.state == "scheduled" or key in seen
+                    or (row.dispatched_at or "") >= poll_start):
                 continue
             try:
                 rec = await client.run(*key)
@@ -297,16 +298,16 @@ class Dispatcher:
                 "finished_at": run.get("finished_at"), "epoch": run.get("epoch"),
                 "stdout_dropped": dropped.get("stdout"), "stderr_dropped": dropped.get("stderr")}
 
-    async def _final(self, row: dict[str, Any], fields: dict[str, Any]) -> bool:
-        done = await self.writer.write([Change("update", row["run_id"], row["attempt"],
+    async def _final(self, row: Run, fields: dict[str, Any]) -> bool:
+        done = await self.writer.write([Change("update", row.run_id, row.attempt,
                                                fields=fields, when=("scheduled", "dispatched",
                                                                     "running"))])
         if done[0]:
             if self.metrics is not None:
                 self.metrics.count_run(fields["state"])
-            log.info("run %s attempt %s %s%s", row["run_id"], row["attempt"], fields["state"],
+            log.info("run %s attempt %s %s%s", row.run_id, row.attempt, fields["state"],
                      f": {fields['reason']}" if fields.get("reason") else "")
-            final = self.ledger.get_attempt(row["run_id"], row["attempt"])
+            final = self.ledger.get_attempt(row.run_id, row.attempt)
             if final:
                 await self.on_final(final)
         return done[0]
@@ -323,15 +324,15 @@ class Dispatcher:
             if row is None:
                 return
             fields = {**self._result_fields(run), "agent": agent}  # a held run has none yet
-            if row["state"] not in FINAL_STATES or not row["output_path"]:
+            if row.state not in FINAL_STATES or not row.output_path:
                 base = self.output_dir / run["job"] / f"{run['run_id']}.{key[1]}"
                 await self._save_output(client, key, base)
                 fields["output_path"] = str(base)
-            if row["state"] not in FINAL_STATES:
-                if not row["started_at"]:
+            if row.state not in FINAL_STATES:
+                if not row.started_at:
                     self.observe_start(row, run)
                 await self._final(row, fields)
-            elif not row["output_path"]:
+            elif not row.output_path:
                 await self.writer.write([Change("update", *key,
                                                 fields={"output_path": fields["output_path"]})])
             await client.ack(*key, self.epoch())

@@ -16,13 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-STATES = ("scheduled", "dispatched", "running", "succeeded", "failed", "timed-out",
-          "cancelled", "lost")
-OPEN_STATES = ("scheduled", "dispatched", "running")
-FINAL_STATES = ("succeeded", "failed", "timed-out", "cancelled", "lost")
-RUN_FIELDS = ("run_id", "attempt", "job", "nominal", "state", "agent", "epoch", "exit_code",
-              "reason", "scheduled_at", "dispatched_at", "started_at", "finished_at",
-              "output_path", "manual", "stdout_dropped", "stderr_dropped")
+from scheduler.runs import FINAL_STATES, OPEN_STATES, RUN_FIELDS, STATES, Run
+
+__all__ = ["FINAL_STATES", "OPEN_STATES", "STATES", "BatchWriter", "Change", "Ledger",
+           "LedgerError", "Run", "nominal_iso", "parse_time", "utc_iso"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -252,20 +249,23 @@ class Ledger:
         except LedgerError as e:
             return f"error: {e}"
 
-    def get_attempt(self, run_id: str, attempt: int) -> dict[str, Any] | None:
-        rows = self._query("SELECT * FROM runs WHERE run_id = ? AND attempt = ?",
-                           (run_id, attempt))
+    def _runs(self, sql: str, args: Iterable[Any] = ()) -> list[Run]:
+        return [Run.from_row(r) for r in self._query(sql, args)]
+
+    def get_attempt(self, run_id: str, attempt: int) -> Run | None:
+        rows = self._runs("SELECT * FROM runs WHERE run_id = ? AND attempt = ?",
+                          (run_id, attempt))
         return rows[0] if rows else None
 
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
+    def get_run(self, run_id: str) -> Run | None:
         """The latest attempt of a run."""
-        rows = self._query("SELECT * FROM runs WHERE run_id = ? ORDER BY attempt DESC LIMIT 1",
-                           (run_id,))
+        rows = self._runs("SELECT * FROM runs WHERE run_id = ? ORDER BY attempt DESC LIMIT 1",
+                          (run_id,))
         return rows[0] if rows else None
 
     def list_runs(self, job: str | None = None, state: str | None = None,
                   since: str | None = None, until: str | None = None,
-                  limit: int = 100) -> list[dict[str, Any]]:
+                  limit: int = 100) -> list[Run]:
         """Runs (every attempt), newest nominal time first; since/until bound the nominal time."""
         where, args = [], []
         if job:
@@ -284,29 +284,29 @@ class Ledger:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY nominal DESC, attempt DESC LIMIT ?"
-        return self._query(sql, [*args, max(0, int(limit))])
+        return self._runs(sql, [*args, max(0, int(limit))])
 
-    def open_runs(self, job: str | None = None) -> list[dict[str, Any]]:
+    def open_runs(self, job: str | None = None) -> list[Run]:
         """Runs not finished yet (scheduled, dispatched, running), oldest first."""
         sql = "SELECT * FROM runs WHERE state IN ('scheduled', 'dispatched', 'running')"
         args: list[Any] = []
         if job:
             sql += " AND job = ?"
             args.append(job)
-        return self._query(sql + " ORDER BY nominal, attempt", args)
+        return self._runs(sql + " ORDER BY nominal, attempt", args)
 
-    def in_flight(self, job: str) -> list[dict[str, Any]]:
+    def in_flight(self, job: str) -> list[Run]:
         """Runs of a job handed to an agent and not finished (what concurrency looks at)."""
-        return self._query("SELECT * FROM runs WHERE job = ? AND state IN "
+        return self._runs("SELECT * FROM runs WHERE job = ? AND state IN "
                            "('dispatched', 'running') ORDER BY nominal", (job,))
 
     def latest_state(self, run_id: str) -> str | None:
         row = self.get_run(run_id)
-        return row["state"] if row else None
+        return row.state if row else None
 
-    def runs_between(self, job: str, start: str, end: str) -> list[dict[str, Any]]:
+    def runs_between(self, job: str, start: str, end: str) -> list[Run]:
         """Latest attempts of a job's runs with start <= nominal < end (dependency lookups)."""
-        return self._query(
+        return self._runs(
             "SELECT r.* FROM runs r WHERE r.job = ? AND r.nominal >= ? AND r.nominal < ? AND "
             "r.attempt = (SELECT MAX(attempt) FROM runs x WHERE x.run_id = r.run_id) "
             "ORDER BY r.nominal", (job, start, end))

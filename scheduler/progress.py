@@ -10,6 +10,7 @@ from typing import Any
 
 from scheduler import planner as planning
 from scheduler.ledger import OPEN_STATES, Change, nominal_iso, parse_time, utc_iso
+from scheduler.runs import Run
 from scheduler.triggers import zone
 
 log = logging.getLogger("hasched.scheduler")
@@ -37,9 +38,9 @@ class RunProgress:
     """How the Scheduler moves runs on (a mixin of scheduler.daemon.Scheduler, whose ledger,
     writer, dispatcher and jobs it uses)."""
 
-    async def _advance(self, row: dict[str, Any]) -> None:
+    async def _advance(self, row: Run) -> None:
         """Move a scheduled run on: wait, cancel, or dispatch (policies decided here)."""
-        key = (row["run_id"], row["attempt"])
+        key = (row.run_id, row.attempt)
         if key in self._advancing or self.role != "active":
             return
         self._advancing.add(key)
@@ -48,16 +49,16 @@ class RunProgress:
         finally:
             self._advancing.discard(key)
 
-    async def _advance_one(self, row: dict[str, Any]) -> None:
+    async def _advance_one(self, row: Run) -> None:
         assert self.dispatcher is not None
-        key = (row["run_id"], row["attempt"])
-        job = self.jobs.get(row["job"])
+        key = (row.run_id, row.attempt)
+        job = self.jobs.get(row.job)
         if job is None:
             await self._close(key, "cancelled", "job is no longer defined")
             return
-        if row["scheduled_at"] and parse_time(row["scheduled_at"]) > _now():
+        if row.scheduled_at and parse_time(row.scheduled_at) > _now():
             return  # a retry waiting for its time
-        nominal = parse_time(row["nominal"])
+        nominal = parse_time(row.nominal)
         if nominal > _now() and not self._sendable_ahead(job, row):
             self._hold_until(key, nominal)
             return
@@ -65,7 +66,7 @@ class RunProgress:
         if unsure:
             await self._hold(key, row, job, unsure)
             return
-        if job.after and not row["manual"]:
+        if job.after and not row.manual:
             lookup = self._dependency_lookup(job, nominal)
             dep = planning.dependency_state(job, nominal, lookup)
             if dep == "wait":
@@ -73,7 +74,7 @@ class RunProgress:
                 if _now() >= _day_end(job, nominal):
                     await self._close(key, "cancelled", "dependencies did not succeed by the end "
                                       f"of the day: {', '.join(waiting)}")
-                elif row["reason"] != (why := f"waiting for {', '.join(waiting)}"):
+                elif row.reason != (why := f"waiting for {', '.join(waiting)}"):
                     await self.writer.write([Change("update", *key, fields={"reason": why},
                                                     when=("scheduled",))])
                 return
@@ -81,7 +82,7 @@ class RunProgress:
                 failed = [d for d in job.after if lookup(d, None) == "failed"]
                 await self._close(key, "cancelled", f"dependency failed: {', '.join(failed)}")
                 return
-        others = [r for r in self.ledger.in_flight(job.name) if r["run_id"] != row["run_id"]]
+        others = [r for r in self.ledger.in_flight(job.name) if r.run_id != row.run_id]
         decision = planning.concurrency_decision(job, len(others))
         if decision == "skip":
             await self._close(key, "cancelled", "previous run still in flight (concurrency=forbid)")
@@ -91,16 +92,16 @@ class RunProgress:
                 await self.dispatcher.cancel(other)
         await self.dispatcher.dispatch(row, job)
 
-    def _sendable_ahead(self, job: Any, row: dict[str, Any]) -> bool:
+    def _sendable_ahead(self, job: Any, row: Run) -> bool:
         """May this run go to its agent before its time (to start there at it)? Only when
         nothing that can change before then decides its fate: a planned first attempt, no
         dependencies, and overlap allowed or nothing in flight under forbid."""
-        if row["manual"] or row["attempt"] != 1 or job.after:
+        if row.manual or row.attempt != 1 or job.after:
             return False
         if job.concurrency == "allow":
             return True
         return job.concurrency == "forbid" and not any(
-            r["run_id"] != row["run_id"] for r in self.ledger.in_flight(job.name))
+            r.run_id != row.run_id for r in self.ledger.in_flight(job.name))
 
     def _hold_until(self, key: tuple[str, int], at: datetime) -> None:
         """Come back to a run planned early at its nominal time (once per run)."""
@@ -111,7 +112,7 @@ class RunProgress:
         def due() -> None:
             self._held.discard(key)
             row = self.ledger.get_attempt(*key)
-            if row and row["state"] == "scheduled":
+            if row and row.state == "scheduled":
                 self._spawn(self._advance(row))
 
         delay = max(0.0, (at - _now()).total_seconds())
@@ -129,10 +130,10 @@ class RunProgress:
             runs = self.ledger.runs_between(dep, nominal_iso(start), nominal_iso(end))
             if not runs:
                 state = None
-            elif any(r["state"] in OPEN_STATES for r in runs):
+            elif any(r.state in OPEN_STATES for r in runs):
                 state = "pending"
             else:
-                state = "succeeded" if runs[-1]["state"] == "succeeded" else "failed"
+                state = "succeeded" if runs[-1].state == "succeeded" else "failed"
             cache[dep] = state
             return state
         return lookup
@@ -145,17 +146,17 @@ class RunProgress:
             if self.metrics is not None:
                 self.metrics.count_run(state)
 
-    async def _on_final(self, row: dict[str, Any]) -> None:
-        job = self.jobs.get(row["job"])
-        if job is None or row["state"] not in ("failed", "timed-out", "lost"):
+    async def _on_final(self, row: Run) -> None:
+        job = self.jobs.get(row.job)
+        if job is None or row.state not in ("failed", "timed-out", "lost"):
             return
-        if row["attempt"] > job.retries.count:
+        if row.attempt > job.retries.count:
             return
-        finished = parse_time(row["finished_at"]) if row["finished_at"] else _now()
-        at = planning.retry_at(job, row["attempt"], finished)
+        finished = parse_time(row.finished_at) if row.finished_at else _now()
+        at = planning.retry_at(job, row.attempt, finished)
         if at is None:
             return
-        await self.writer.write([Change("create", row["run_id"], row["attempt"] + 1, row["job"], {
-            "nominal": row["nominal"], "scheduled_at": utc_iso(at), "agent": None,
-            "manual": row["manual"], "reason": f"retry of attempt {row['attempt']}"})])
-        log.info("run %s: attempt %d at %s", row["run_id"], row["attempt"] + 1, utc_iso(at))
+        await self.writer.write([Change("create", row.run_id, row.attempt + 1, row.job, {
+            "nominal": row.nominal, "scheduled_at": utc_iso(at), "agent": None,
+            "manual": row.manual, "reason": f"retry of attempt {row.attempt}"})])
+        log.info("run %s: attempt %d at %s", row.run_id, row.attempt + 1, utc_iso(at))

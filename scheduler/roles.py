@@ -12,6 +12,7 @@ from typing import Any
 from scheduler import planner as planning
 from scheduler.ledger import Change, nominal_iso, parse_time
 from scheduler.protocol import StaleEpoch
+from scheduler.runs import Run
 
 log = logging.getLogger("hasched.scheduler")
 
@@ -124,46 +125,46 @@ class Roles:
     async def _drop_stale(self, fires: list[tuple[Any, datetime]], now: datetime) -> None:
         """Runs left `scheduled` by an earlier term (this node was demoted, or stopped) are
         missed fires too: they go through the misfire policy with the fires missed now."""
-        stale = [r for r in self.ledger.open_runs() if r["state"] == "scheduled"]
+        stale = [r for r in self.ledger.open_runs() if r.state == "scheduled"]
         paused = {n for n, s in self.ledger.job_states().items() if s["paused"]}
         newest: dict[str, datetime] = {}
         planned = [(job.name, t) for job, t in fires if job.name not in paused]
-        planned += [(r["job"], parse_time(r["nominal"])) for r in stale
-                    if not r["manual"] and r["attempt"] == 1]
+        planned += [(r.job, parse_time(r.nominal)) for r in stale
+                    if not r.manual and r.attempt == 1]
         for name, t in planned:
             newest[name] = max(newest.get(name, t), t)
         drops = []
         for r in stale:
-            job = self.jobs.get(r["job"])
+            job = self.jobs.get(r.job)
             if job is None:
                 continue  # _advance cancels it
-            is_planned = not r["manual"] and r["attempt"] == 1
-            due = parse_time(r["nominal"] if r["attempt"] == 1 else r["scheduled_at"])
+            is_planned = not r.manual and r.attempt == 1
+            due = parse_time(r.nominal if r.attempt == 1 else r.scheduled_at)
             why = planning.stale_run_verdict(job, due, now, is_planned, newest.get(job.name))
             if why:
-                drops.append(self._close((r["run_id"], r["attempt"]), "cancelled", why))
+                drops.append(self._close((r.run_id, r.attempt), "cancelled", why))
         await asyncio.gather(*drops)
 
-    def _unsure_members(self, job: Any, row: dict[str, Any]) -> list[str]:
+    def _unsure_members(self, job: Any, row: Run) -> list[str]:
         """The pool members that did not answer when this term began, for a planned fire from
         before then: the predecessor may have sent it to one of them, and a run sent to another
         member would run twice."""
-        if (job.agent or row["manual"] or row["attempt"] != 1 or not self._unadopted
+        if (job.agent or row.manual or row.attempt != 1 or not self._unadopted
                 or self._activated_at is None
-                or parse_time(row["nominal"]) >= self._activated_at):
+                or parse_time(row.nominal) >= self._activated_at):
             return []
         assert self.dispatcher is not None
         return sorted(a for a in self._unadopted if job.pool in self.dispatcher.labels.get(a, ()))
 
-    async def _hold(self, key: tuple[str, int], row: dict[str, Any], job: Any,
+    async def _hold(self, key: tuple[str, int], row: Run, job: Any,
                     unsure: list[str]) -> None:
         """Keep the run scheduled until those agents answer (then it is adopted or sent), or
         cancel it once the misfire grace has passed."""
         who = f"agent{'s' if len(unsure) > 1 else ''} {', '.join(unsure)}"
-        if _now() - parse_time(row["nominal"]) > timedelta(seconds=job.misfire.grace):
+        if _now() - parse_time(row.nominal) > timedelta(seconds=job.misfire.grace):
             await self._close(key, "cancelled", f"{who} stayed unreachable for the misfire grace; "
                               "not sent to another agent: it may already have run there")
-        elif row["reason"] != (why := f"waiting: {who} unreachable, cannot rule out that it "
+        elif row.reason != (why := f"waiting: {who} unreachable, cannot rule out that it "
                                       "already ran"):
             await self.writer.write([Change("update", *key, fields={"reason": why, "agent": None},
                                             when=("scheduled",))])
