@@ -34,7 +34,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import psutil
 
@@ -42,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scheduler.agent import containment  # noqa: E402
+from scheduler.agents import AgentPool  # noqa: E402
 from scheduler.dispatch import Dispatcher  # noqa: E402
 from scheduler.jobs import Job  # noqa: E402
 from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso  # noqa: E402
@@ -167,12 +167,9 @@ async def end_to_end(root: Path, agents: list[LocalAgent], n: int, batch: int,
     writer = BatchWriter(ledger)
     job = Job(name="bench", command=("true",), trigger=IntervalTrigger(1.0), pool="workers")
 
-    async def final(_: Any) -> None:
-        return None
-
-    disp = Dispatcher(ledger, writer, clients, {a.name: ["workers"] for a in agents}, root,
-                      None, lambda: 1, lambda agent, e: print(f"stale epoch from {agent}: {e}"),
-                      final)
+    pool = AgentPool(clients, {a.name: ["workers"] for a in agents})
+    disp = Dispatcher(writer, pool, lambda: 1,
+                      lambda agent, e: print(f"stale epoch from {agent}: {e}"))
     base = 1_700_000_000  # the same run ids in both passes: the second one meets agents' dedup
     t_create = t_dispatch = 0.0
     cpu0 = CpuSample.take(agents)
@@ -182,7 +179,7 @@ async def end_to_end(root: Path, agents: list[LocalAgent], n: int, batch: int,
         for i in range(start, min(n, start + batch)):
             nominal = nominal_iso(datetime.fromtimestamp(base + i, UTC))
             rows.append(Run(f"bench@{nominal}", 1, "bench", nominal,
-                            agent=disp.pick_agent(job)))
+                            agent=pool.pick(job)))
         t1 = time.perf_counter()
         await writer.write([Change("create", r.run_id, 1, "bench",
                                    {"nominal": r.nominal, "agent": r.agent}) for r in rows])
