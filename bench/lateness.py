@@ -86,7 +86,8 @@ def main() -> None:
         jobs.mkdir()
         t0 = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=args.lead)
         write_jobs(jobs / "bench.toml", args.jobs, args.rate, t0)
-        (root / "api-tokens").write_text("bench-api-token-0123456789\n")
+        (root / "api-tokens").write_text("bench-api-token-0123456789abcdef0123456789\n")
+        (root / "api-tokens").chmod(0o600)
         cfg = root / "scheduler.toml"
         cfg.write_text("\n".join([
             "[scheduler]", f'listen = "127.0.0.1:{__import__("throughput").free_port()}"',

@@ -14,16 +14,13 @@ from typing import Any
 
 from scheduler.agents import AgentPool
 from scheduler.ledger import BatchWriter, Change
+from scheduler.planner import nominal_of
 from scheduler.protocol import AgentError, AgentUnreachable
 from scheduler.runs import FINAL_STATES, RUNNING
 
 log = logging.getLogger("hasched.dispatch")
 
 ADOPT_WINDOW = timedelta(days=7)  # the agents' record retention
-
-
-def nominal_of(run_id: str) -> str:
-    return run_id.rpartition("@")[2]
 
 
 def result_fields(record: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from scheduler.dispatch import StaleHook, observe_lateness
 from scheduler.ledger import BatchWriter, Change, Ledger, utc_iso
 from scheduler.protocol import AgentClient, AgentError, AgentUnreachable, StaleEpoch
 from scheduler.runs import DISPATCHED, FINAL_STATES, LOST, OPEN_STATES, RUNNING, SCHEDULED, Run
+from scheduler.statedir import private_dir, write_private
 
 log = logging.getLogger("hasched.dispatch")
 
@@ -144,11 +145,11 @@ class Collector:
             self._finishing.discard(key)
 
     async def _save_output(self, client: AgentClient, key: tuple[str, int], base: Path) -> None:
-        base.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(base.parent, "run output directory")
         for stream in ("stdout", "stderr"):
             try:
                 text = await client.output(*key, stream=stream)
             except AgentError as e:
                 text = f"[hasched: output not available: {e}]\n"
             path = base.with_name(f"{base.name}.{stream}")
-            await asyncio.to_thread(path.write_text, text)
+            await asyncio.to_thread(write_private, path, text)

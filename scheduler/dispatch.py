@@ -22,6 +22,7 @@ from scheduler.protocol import (
     parse_iso,
 )
 from scheduler.runs import CANCELLED, DISPATCHED, FAILED, RUNNING, SCHEDULED, Run
+from scheduler.secretenv import SecretError, read_secret_env
 
 log = logging.getLogger("hasched.dispatch")
 
@@ -72,9 +73,15 @@ class Dispatcher:
             # The agent is chosen durably before the order leaves: a re-dispatch after a crash
             # goes to the same agent, whose (run_id, attempt) dedup then makes it harmless.
             await self._update(run, {"agent": agent})
+        try:  # read at each dispatch: a rotated secret is in the next run's environment
+            secrets = read_secret_env(job.secret_env)
+        except SecretError as e:
+            await self._update(run, {"state": FAILED, "finished_at": utc_iso(),
+                                     "reason": str(e)})
+            return False
         order = DispatchOrder(run_id=run.run_id, job=run.job, attempt=run.attempt,
                               epoch=self.epoch(), command=command_of(job),
-                              env=dict(job.env or {}), cwd=job.cwd, user=job.user,
+                              env={**job.env, **secrets}, cwd=job.cwd, user=job.user,
                               timeout=None if job.timeout is None else float(job.timeout),
                               start_at=_start_at(run), memory_max=job.memory_max,
                               cpu_weight=job.cpu_weight)

@@ -46,9 +46,6 @@ class FirePlanner:
         self.plan: planning.FirePlan | None = None  # the term's plan, from its catch-up on
         self._wake = asyncio.Event()
 
-    def _paused(self) -> set[str]:
-        return {n for n, s in self.ledger.job_states().items() if s["paused"]}
-
     async def plan_loop(self) -> None:
         """Record fires as they come due (dispatch_lead early), while the term is active."""
         assert self.plan is not None
@@ -77,7 +74,7 @@ class FirePlanner:
         """Record due fires (one transaction), then send each on its way."""
         if not fires:
             return
-        paused = self._paused()
+        paused = self.ledger.paused_jobs()
         changes, keys = [], []
         for job, t in fires:
             nominal = nominal_iso(t)
@@ -120,7 +117,7 @@ class FirePlanner:
         """Runs left `scheduled` by an earlier term (this node was demoted, or stopped) are
         missed fires too: they go through the misfire policy with the fires missed now."""
         stale = [r for r in self.ledger.open_runs() if r.state == SCHEDULED]
-        paused = self._paused()
+        paused = self.ledger.paused_jobs()
         jobs = self.jobs()
         newest: dict[str, datetime] = {}
         planned = [(job.name, t) for job, t in fires if job.name not in paused]
