@@ -36,7 +36,7 @@ from scheduler.jobset import JobSet
 from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso, parse_time
 from scheduler.progress import RunMover
 from scheduler.protocol import AgentClient
-from scheduler.runs import SCHEDULED, Run
+from scheduler.runs import DISPATCHED, RUNNING, SCHEDULED, Run
 from scheduler.service import Conflict, NotActive, NotFound
 from scheduler.term import Superseded, Term
 
@@ -387,12 +387,14 @@ class Scheduler:
         return self._run_view(self.ledger.get_run(run_id))
 
     async def run_output(self, run_id: str, stream: str = "stdout") -> str:
-        row = self._run_view(self.ledger.get_run(run_id))
+        row = self.ledger.get_run(run_id)
+        if row is None:
+            raise NotFound("no such run")
         if row.output_path:
             path = Path(f"{row.output_path}.{stream}")
             if path.exists():
                 return await asyncio.to_thread(path.read_text, errors="replace")
-        if row.state in ("dispatched", "running") and row.agent in self.clients:
+        if row.state in (DISPATCHED, RUNNING) and row.agent in self.clients:
             try:  # a read, allowed to a standby too
                 return await self.clients[row.agent].output(row.run_id, row.attempt,
                                                                stream)
