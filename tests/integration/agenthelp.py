@@ -140,7 +140,9 @@ class Agent:
             return None
         for p in children:
             try:
-                if "--launcher" in p.cmdline() and p.status() != psutil.STATUS_ZOMBIE:
+                shown = " ".join(p.cmdline())  # "hasched launcher DIR" once it has set its title
+                if (("--launcher" in shown or shown.startswith("hasched launcher"))
+                        and p.status() != psutil.STATUS_ZOMBIE):
                     return p
             except psutil.Error:
                 pass
