@@ -14,7 +14,7 @@ import logging
 import os
 import ssl
 from collections.abc import Coroutine, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from scheduler.control import ControlServer
 from scheduler.dispatch import Dispatcher
 from scheduler.fires import DISPATCH_LEAD, FirePlanner
 from scheduler.jobset import JobSet
-from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso, parse_time
+from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso
 from scheduler.progress import RunMover
 from scheduler.protocol import AgentClient
 from scheduler.runs import DISPATCHED, RUNNING, SCHEDULED, Run
@@ -41,8 +41,6 @@ from scheduler.service import Conflict, NotActive, NotFound
 from scheduler.term import Superseded, Term
 
 log = logging.getLogger("hasched.scheduler")
-RECALL_MARGIN = 0.25  # seconds: a run sent ahead and due sooner may be starting already
-
 COLLECT_EVERY = 1.0
 PROBE_EVERY = 5.0  # a standby's health probes of the agents (what /health shows of them)
 LISTING_CHUNK = 1000  # jobs per piece of GET /v1/jobs: some 10 ms of work between two yields
@@ -348,22 +346,8 @@ class Scheduler:
         await self.writer.write([Change("job", job=name, fields={"paused": paused})])
         log.info("job %s %s", name, "paused" if paused else "resumed")
         if paused:
-            await self._recall_sent_ahead(name)
+            await self.mover.recall_sent_ahead(name)
         return self._job_view(name)
-
-    async def _recall_sent_ahead(self, name: str) -> None:
-        """Planned fires already sent ahead (`dispatch_lead`) and not yet due are cancelled at
-        their agent, which ends them with nothing started. One due within RECALL_MARGIN may be
-        starting already: it is left alone rather than killed as it starts."""
-        if not self.term.active:
-            return
-        horizon = datetime.now(UTC) + timedelta(seconds=RECALL_MARGIN)
-        for row in self.ledger.in_flight(name):
-            # Sent, or taken by the agent (running, started_at still empty) to start later.
-            if (not row.started_at and row.planned
-                    and parse_time(row.nominal) > horizon):
-                log.info("job %s paused: recalling %s, sent ahead", name, row.run_id)
-                await self.dispatcher.cancel(row)
 
     async def pause(self, name: str) -> dict[str, Any]:
         return await self._set_paused(name, True)

@@ -23,6 +23,7 @@ from scheduler.triggers import zone
 log = logging.getLogger("hasched.scheduler")
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
+RECALL_MARGIN = 0.25  # seconds: a run sent ahead and due sooner may be starting already
 
 
 def _now() -> datetime:
@@ -169,6 +170,20 @@ class RunMover:
             cache[dep] = state
             return state
         return lookup
+
+    async def recall_sent_ahead(self, job_name: str) -> None:
+        """The job was paused: its planned fires already sent ahead (`dispatch_lead`) and not
+        yet due are cancelled at their agent, which ends them with nothing started. One due
+        within RECALL_MARGIN may be starting already: it is left alone rather than killed as it
+        starts."""
+        if not self.term.active:
+            return
+        horizon = self.clock() + timedelta(seconds=RECALL_MARGIN)
+        for run in self.ledger.in_flight(job_name):
+            # Sent, or taken by the agent (running, started_at still empty) to start later.
+            if not run.started_at and run.planned and parse_time(run.nominal) > horizon:
+                log.info("job %s paused: recalling %s, sent ahead", job_name, run.run_id)
+                await self.dispatcher.cancel(run)
 
     async def close(self, key: tuple[str, int], state: str, reason: str) -> None:
         """End a run that is still scheduled (it never reached an agent)."""

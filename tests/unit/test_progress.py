@@ -150,3 +150,13 @@ def test_a_run_of_a_job_no_longer_defined_is_cancelled(tmp_path: Path) -> None:
     b = Bench(tmp_path)
     done = advance(b, b.add("gone", NOW - timedelta(seconds=1)))
     assert (done.state, done.reason) == ("cancelled", "job is no longer defined")
+
+
+def test_a_pause_recalls_the_fires_sent_ahead_and_not_yet_started(tmp_path: Path) -> None:
+    b = Bench(tmp_path, job())
+    ahead = b.add("j", NOW + timedelta(seconds=10), "running", agent="a")
+    b.add("j", NOW + timedelta(seconds=20), "running", agent="a", manual=1)  # asked for: kept
+    b.add("j", NOW + timedelta(seconds=30), "running", agent="a",
+          started_at=utc_iso(NOW))  # started already: not a recall
+    asyncio.run(b.mover().recall_sent_ahead("j"))
+    assert b.dispatcher.cancelled == [ahead.run_id]
