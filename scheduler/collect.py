@@ -33,14 +33,9 @@ class Collector:
         """`tell(agent)` makes sure the agent holds our epoch before it is asked anything (the
         term's job: False when it does not answer); `on_final` follows a run's final state
         (retries)."""
-        self.ledger = ledger
-        self.writer = writer
-        self.pool = pool
+        self.ledger, self.writer, self.pool = ledger, writer, pool
         self.output_dir = Path(output_dir)
-        self.epoch = epoch
-        self.tell = tell
-        self.on_stale = on_stale
-        self.on_final = on_final
+        self.epoch, self.tell, self.on_stale, self.on_final = epoch, tell, on_stale, on_final
         self.metrics = metrics
         self._finishing: set[tuple[str, int]] = set()
 

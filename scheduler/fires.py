@@ -32,13 +32,8 @@ class FirePlanner:
     def __init__(self, ledger: Ledger, writer: BatchWriter, jobs: Callable[[], Mapping[str, Any]],  # noqa: PLR0913 - its collaborators, given by daemon.py, which wires the parts
                  term: Term, pool: AgentPool, mover: RunMover, spawn: Spawn,
                  dispatch_lead: float = DISPATCH_LEAD) -> None:
-        self.ledger = ledger
-        self.writer = writer
-        self.jobs = jobs
-        self.term = term
-        self.pool = pool
-        self.mover = mover
-        self.spawn = spawn
+        self.ledger, self.writer, self.jobs, self.term = ledger, writer, jobs, term
+        self.pool, self.mover, self.spawn = pool, mover, spawn
         self.dispatch_lead = dispatch_lead
         self.plan: planning.FirePlan | None = None  # the term's plan, from its catch-up on
         self._wake = asyncio.Event()

@@ -47,14 +47,8 @@ class RunMover:
                  clock: Callable[[], datetime] = utc_now) -> None:
         """`jobs()`: the jobs in force (a reload replaces them); `spawn(coro)` runs a task of
         the active term (cancelled at demotion)."""
-        self.ledger = ledger
-        self.writer = writer
-        self.jobs = jobs
-        self.term = term
-        self.dispatcher = dispatcher
-        self.spawn = spawn
-        self.metrics = metrics
-        self.clock = clock
+        self.ledger, self.writer, self.jobs, self.term = ledger, writer, jobs, term
+        self.dispatcher, self.spawn, self.metrics, self.clock = dispatcher, spawn, metrics, clock
         self._advancing: set[tuple[str, int]] = set()
         self._held: set[tuple[str, int]] = set()  # planned early, waiting for their time
 

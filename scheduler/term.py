@@ -64,13 +64,9 @@ class Term:
                  clock: Callable[[], datetime] = utc_now) -> None:
         """`on_active(latest, began_at)` starts the work of an active term (latest: per job,
         the newest fire the agents showed); `on_standby()` stops it."""
-        self.ledger = ledger
-        self.pool = pool
-        self.adopter = adopter
-        self.on_active = on_active
-        self.on_standby = on_standby
-        self.metrics = metrics
-        self.clock = clock
+        self.ledger, self.pool, self.adopter = ledger, pool, adopter
+        self.on_active, self.on_standby = on_active, on_standby
+        self.metrics, self.clock = metrics, clock
         self.role = STANDBY
         self.began_at: datetime | None = None
         self.unreconciled: set[str] = set()
