@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from scheduler import __version__, preview
+from scheduler import __version__, backlog, preview
 from scheduler import planner as planning
 from scheduler.config import (
     SchedulerConfig,
@@ -68,6 +68,7 @@ class Scheduler(Roles, RunProgress):
         self._advancing: set[tuple[str, int]] = set()
         self._held: set[tuple[str, int]] = set()  # planned early, waiting for their time
         self.dispatch_lead = getattr(config, "dispatch_lead", DISPATCH_LEAD)
+        self.overload_after = getattr(config, "overload_after", backlog.OVERLOAD_AFTER)
         # Agents that did not answer when this term began, and when it began: a run missed
         # before then may have been sent to one of them by the predecessor.
         self._unadopted: set[str] = set()
@@ -220,9 +221,19 @@ class Scheduler(Roles, RunProgress):
 
     def health(self) -> dict[str, Any]:
         state = self._store_state()
+        behind = self.behind_seconds() if state == "ok" else 0.0
         return {"role": self._public_role(),
                 "epoch": self.ledger.epoch() if state == "ok" else None,
-                "version": __version__, "state_store": state, "jobs": len(self.jobs)}
+                "version": __version__, "state_store": state, "jobs": len(self.jobs),
+                "behind_seconds": round(behind, 3),
+                "overloaded": backlog.overloaded(behind, self.overload_after)}
+
+    def behind_seconds(self) -> float:
+        """How far behind its fires this scheduler is (scheduler/backlog.py); 0 on a standby."""
+        if self.role != "active" or self.plan is None:
+            return 0.0
+        return backlog.behind_seconds(_now(), self.plan.next_time(), self.ledger.open_runs(),
+                                      self.jobs, parse_time)
 
     def _public_role(self) -> str:
         return "active" if self.role == "active" else "standby"
