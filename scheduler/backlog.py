@@ -21,7 +21,12 @@ OVERLOAD_AFTER = 10.0  # seconds behind from which /health says "overloaded"
 WAITING_STATES = frozenset({"scheduled", "dispatched", "running"})
 
 
-def behind_seconds(now: datetime, plan_next: datetime | None, rows: Iterable[Mapping[str, Any]],
+def _field(run: Any, name: str) -> Any:
+    """A ledger row's field: rows are mappings, or typed runs with attributes."""
+    return run[name] if isinstance(run, Mapping) else getattr(run, name)
+
+
+def behind_seconds(now: datetime, plan_next: datetime | None, rows: Iterable[Any],
                    jobs: Mapping[str, Any], parse: Callable[[str], datetime]) -> float:
     """Seconds since the oldest fire that is due and not started (0.0 when none is).
 
@@ -29,16 +34,17 @@ def behind_seconds(now: datetime, plan_next: datetime | None, rows: Iterable[Map
     ledger's open runs, oldest first."""
     oldest = plan_next if plan_next is not None and plan_next < now else None
     for r in rows:
-        if r["state"] not in WAITING_STATES or r["started_at"]:
+        state = _field(r, "state")
+        if state not in WAITING_STATES or _field(r, "started_at"):
             continue
-        job = jobs.get(r["job"])
-        if r["state"] == "scheduled" and job is not None and getattr(job, "after", None):
+        job = jobs.get(_field(r, "job"))
+        if state == "scheduled" and job is not None and getattr(job, "after", None):
             continue  # waiting for its dependencies
+        retry_at = _field(r, "scheduled_at") if _field(r, "attempt") > 1 else None
         # A first attempt is due at its nominal time (a manual run's is when it was asked
         # for); a retry at its scheduled_at (the ledger sets that to the creation time of
         # every other run, which would hide how late the planning loop recorded it).
-        due = parse(r["scheduled_at"] if r["attempt"] > 1 and r["scheduled_at"]
-                    else r["nominal"])
+        due = parse(retry_at or _field(r, "nominal"))
         if due < now and (oldest is None or due < oldest):
             oldest = due
     return max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0

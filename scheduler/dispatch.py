@@ -325,7 +325,7 @@ class Dispatcher:
             fields = {**self._result_fields(run), "agent": agent}  # a held run has none yet
             if row["state"] not in FINAL_STATES or not row["output_path"]:
                 base = self.output_dir / run["job"] / f"{run['run_id']}.{key[1]}"
-                await self._save_output(client, key, base)
+                await self._save_output(client, key, base, (run.get("output") or {}))
                 fields["output_path"] = str(base)
             if row["state"] not in FINAL_STATES:
                 if not row["started_at"]:
@@ -342,11 +342,17 @@ class Dispatcher:
         finally:
             self._finishing.discard(key)
 
-    async def _save_output(self, client: AgentClient, key: tuple[str, int], base: Path) -> None:
+    async def _save_output(self, client: AgentClient, key: tuple[str, int], base: Path,
+                           sizes: dict[str, Any]) -> None:
         base.parent.mkdir(parents=True, exist_ok=True)
         for stream in ("stdout", "stderr"):
             try:
-                text = await client.output(*key, stream=stream)
+                # A stream the agent's record says is empty is not asked for: most runs write
+                # nothing to one stream or both, and each request is a turn of both loops
+                # while a burst is starting (bench/lateness.py).
+                empty = (sizes.get(stream) == 0
+                         and not (sizes.get("dropped") or {}).get(stream))
+                text = "" if empty else await client.output(*key, stream=stream)
             except AgentError as e:
                 text = f"[hasched: output not available: {e}]\n"
             path = base.with_name(f"{base.name}.{stream}")

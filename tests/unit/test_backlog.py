@@ -53,3 +53,7 @@ def test_dependency_waits_are_not_behind_but_a_retry_is_from_its_own_time() -> N
 def test_overloaded_past_the_threshold() -> None:
     assert not overloaded(10.0, 10.0)
     assert overloaded(10.5, 10.0)
+
+
+def test_typed_runs_count_as_rows_do() -> None:
+    assert behind([SimpleNamespace(**row(ago=9, state="dispatched"))]) == 9.0
