@@ -50,7 +50,8 @@ def main() -> None:
         agent = str(work / "ocf" / "resource.d" / "hasched" / "scheduler")
         for sub in ("jobs", "state", "run"):
             (work / sub).mkdir()
-        (work / "tokens").write_text("bench-token-0123456789\n")
+        (work / "tokens").write_text("bench-token-0123456789abcdef0123456789\n")
+        (work / "tokens").chmod(0o600)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

@@ -64,6 +64,7 @@ class LocalAgent:
         self.url = f"http://127.0.0.1:{self.port}"
         self.dir.mkdir(parents=True)
         (self.dir / "token").write_text(TOKEN + "\n")
+        (self.dir / "token").chmod(0o600)
         (self.dir / "agent.toml").write_text(
             f'[agent]\nname = "{name}"\nlisten = "127.0.0.1:{self.port}"\n'
             f'state_dir = "{self.dir / "state"}"\ntoken_file = "{self.dir / "token"}"\n' + extra)

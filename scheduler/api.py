@@ -5,8 +5,11 @@ Depends only on the Service protocol, so it knows nothing of the planner or the 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +47,14 @@ def _error(status: int, message: str) -> web.Response:
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    start = time.monotonic()
+    response = await _answer(request, handler)
+    log.debug("%s %s from %s: %d in %.1f ms", request.method, request.path, request.remote,
+              response.status, (time.monotonic() - start) * 1000)
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except NotFound as exc:
@@ -70,10 +81,34 @@ async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         presented = bearer_token(request.headers.get("Authorization"))
         if not token_allowed(presented, request.app[TOKENS_KEY]):
             # The token itself is never logged, only that one was wrong.
-            log.warning("refused %s %s from %s: missing or wrong bearer token",
-                        request.method, request.path, request.remote)
+            request.app[REFUSALS_KEY].note(request)
             return _error(401, "missing or wrong bearer token")
     return await handler(request)
+
+
+class Refusals:
+    """401s: each at DEBUG, and at most one WARNING per `every` seconds with how many there
+    were since the last one. A scan used to write one WARNING line per request."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self.every = every
+        self.count = 0
+        self._last = -math.inf
+
+    def note(self, request: web.Request) -> None:
+        log.debug("refused %s %s from %s: missing or wrong bearer token", request.method,
+                  request.path, request.remote)
+        self.count += 1
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            log.warning("refused %d request(s) with a missing or wrong bearer token in the last "
+                        "%.0fs (the latest: %s %s from %s)", self.count,
+                        min(now - self._last, self.every), request.method, request.path,
+                        request.remote)
+            self._last, self.count = now, 0
+
+
+REFUSALS_KEY = web.AppKey("refusals", Refusals)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -175,7 +210,23 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 async def _list_jobs(request: web.Request) -> web.Response:
-    return web.json_response({"jobs": request.app[SERVICE_KEY].list_jobs()})
+    # 100k jobs take a while to view and encode: piece by piece, yielding to the loop between
+    # pieces so that /health and the rest go on meanwhile. Not in a thread: the loop thread
+    # then waits for the GIL at each of its system calls and a /health took 100 ms.
+    pieces = request.app[SERVICE_KEY].job_listing()
+    first = next(pieces)  # a failure before the answer starts is still a JSON 500
+    response = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    await response.prepare(request)
+    try:
+        await response.write(first.encode())
+        for piece in pieces:
+            await response.write(piece.encode())  # waits for the client to drain, yields
+            await asyncio.sleep(0)
+        await response.write_eof()
+    except ConnectionError:  # the client went away mid-answer: nothing to tell it
+        log.debug("%s %s: the client left before the end of the answer", request.method,
+                  request.path)
+    return response
 
 
 async def _get_job(request: web.Request) -> web.Response:
@@ -235,6 +286,27 @@ async def _run_output(request: web.Request) -> web.Response:
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
+class _OneLine(logging.Filter):
+    """aiohttp's own refusals of bad HTTP (an invalid request line, a header over 8 KiB) are
+    logged with a traceback at ERROR: a scan would fill the log. They become one DEBUG line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            why = _one_line(record.exc_info[1]) or type(record.exc_info[1]).__name__
+            record.msg = f"{record.getMessage()}: {why}"[:500]
+            record.args, record.exc_info, record.exc_text = (), None, None
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger("hasched").isEnabledFor(record.levelno)
+
+
+def http_logger() -> logging.Logger:
+    """The logger to give aiohttp's server (AppRunner(..., logger=http_logger()))."""
+    logger = logging.getLogger("hasched.api.http")
+    if not any(isinstance(f, _OneLine) for f in logger.filters):
+        logger.addFilter(_OneLine())
+    return logger
+
+
 def make_app(service: Service, tokens: frozenset[str], metrics: Metrics) -> web.Application:
     """The REST API application; the daemon runs it (with TLS from make_ssl_context if set)."""
     if not tokens:
@@ -244,6 +316,7 @@ def make_app(service: Service, tokens: frozenset[str], metrics: Metrics) -> web.
     app[SERVICE_KEY] = service
     app[TOKENS_KEY] = frozenset(tokens)
     app[METRICS_KEY] = metrics
+    app[REFUSALS_KEY] = Refusals()
     app.router.add_get("/health", _health)
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/v1/jobs", _list_jobs)

@@ -6,7 +6,10 @@ configuration and its token files can travel together.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 import socket
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,6 +126,11 @@ class _Reader:
         host = host.strip("[]")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             self.fail(("listen",), f"must be host:port, got {value!r}")
+        if all(c.isdigit() or c == "." for c in host):  # meant as an IPv4 address
+            try:
+                ipaddress.IPv4Address(host)
+            except ValueError:
+                self.fail(("listen",), f"{host!r} is not an IPv4 address")
         return host, int(port)
 
     def convert(self, key: str, parse: Any, default: Any) -> Any:
@@ -228,15 +236,34 @@ def load_agent_config(path: str | Path) -> AgentConfig:
     )
 
 
+MIN_TOKEN_LENGTH = 32
+
+
 def _token_lines(path: str | Path) -> list[str]:
+    """The tokens of a token file, refused when others may read it or a token is short: a
+    token anyone on the machine can read, or guess, keeps nobody out."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+            data = f.read(1 << 20)
     except OSError as exc:
         raise ConfigError(path, None, "cannot read", exc.strerror or str(exc)) from None
+    if mode & 0o077:
+        raise ConfigError(path, None, "token file", f"is readable by group or others (mode "
+                          f"{mode:04o}); make it 0600 (chmod 600 {path})")
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(path, None, "cannot read", "not UTF-8 text") from None
-    tokens = [line.strip() for line in text.splitlines()]
-    tokens = [t for t in tokens if t and not t.startswith("#")]
+    tokens = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        token = line.strip()
+        if not token or token.startswith("#"):
+            continue
+        if len(token) < MIN_TOKEN_LENGTH:  # the token itself is never shown
+            raise ConfigError(path, number, "token", f"shorter than {MIN_TOKEN_LENGTH} "
+                              "characters (make one with: openssl rand -hex 32)")
+        tokens.append(token)
     if not tokens:
         raise ConfigError(path, None, "token", "no token in file")
     return tokens

@@ -16,7 +16,9 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from scheduler.protocol import MAX_EPOCH
 from scheduler.service import Service
+from scheduler.units import check_int
 
 log = logging.getLogger("hasched.control")
 
@@ -35,6 +37,7 @@ async def handle_request(service: Service, req: Any) -> dict[str, Any]:
     if not isinstance(req, dict) or not isinstance(req.get("op"), str):
         return {"ok": False, "error": "request must be a JSON object with a string 'op'"}
     op = req["op"]
+    log.debug("control request %r", op[:40])
     if op == "status":
         return {"ok": True, **service.status()}
     if op == "check":
@@ -43,14 +46,19 @@ async def handle_request(service: Service, req: Any) -> dict[str, Any]:
             return {"ok": False, "error": f"state store: {res.get('state_store')}", **res}
         return {"ok": True, **res}
     if op == "promote":
-        epoch = req.get("epoch")
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            return {"ok": False, "error": "field 'epoch': must be an integer >= 0"}
+        try:
+            epoch = check_int(req.get("epoch"), high=MAX_EPOCH)  # what an agent accepts
+        except ValueError as e:
+            return {"ok": False, "error": f"field 'epoch': {e}"}
         return {"ok": True, **await service.promote(epoch)}
     if op == "demote":
         return {"ok": True, **await service.demote()}
     if op == "reload":
-        return {"ok": True, **await service.reload()}
+        answer = await service.reload()
+        if answer.get("errors"):  # nothing changed: say so, and why, in the answer
+            return {"ok": False, "error": f"reload failed with {len(answer['errors'])} "
+                    "error(s); the jobs in force are unchanged", **answer}
+        return {"ok": True, **answer}
     if op == "log-level":
         level = req.get("level")
         if level not in LEVELS:

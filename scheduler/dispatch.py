@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.ledger import FINAL_STATES, BatchWriter, Change, Ledger, utc_iso
+from scheduler.planner import nominal_of
 from scheduler.protocol import (
     AgentClient,
     AgentError,
@@ -22,6 +23,8 @@ from scheduler.protocol import (
     StaleEpoch,
     parse_iso,
 )
+from scheduler.secretenv import SecretError, read_secret_env
+from scheduler.statedir import private_dir, write_private
 
 log = logging.getLogger("hasched.dispatch")
 
@@ -43,10 +46,6 @@ def _seconds(value: Any) -> float | None:
     if isinstance(value, timedelta):
         return value.total_seconds()
     return float(value)
-
-
-def nominal_of(run_id: str) -> str:
-    return run_id.rpartition("@")[2]
 
 
 class Dispatcher:
@@ -169,9 +168,16 @@ class Dispatcher:
             # to the same agent, whose (run_id, attempt) dedup then makes it harmless.
             await self.writer.write([Change("update", row["run_id"], row["attempt"],
                                             fields={"agent": agent}, when=("scheduled",))])
+        try:
+            secrets = read_secret_env(getattr(job, "secret_env", None) or {})
+        except SecretError as e:
+            await self.writer.write([Change("update", row["run_id"], row["attempt"], fields={
+                "state": "failed", "finished_at": utc_iso(), "reason": str(e)},
+                when=("scheduled",))])
+            return False
         order = DispatchOrder(run_id=row["run_id"], job=row["job"], attempt=row["attempt"],
                               epoch=self.epoch(), command=command_of(job),
-                              env=dict(getattr(job, "env", None) or {}),
+                              env={**(getattr(job, "env", None) or {}), **secrets},
                               cwd=getattr(job, "cwd", None), user=getattr(job, "user", None),
                               timeout=_seconds(getattr(job, "timeout", None)),
                               start_at=self._start_at(row),
@@ -344,7 +350,7 @@ class Dispatcher:
 
     async def _save_output(self, client: AgentClient, key: tuple[str, int], base: Path,
                            sizes: dict[str, Any]) -> None:
-        base.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(base.parent, "run output directory")
         for stream in ("stdout", "stderr"):
             try:
                 # A stream the agent's record says is empty is not asked for: most runs write
@@ -356,7 +362,7 @@ class Dispatcher:
             except AgentError as e:
                 text = f"[hasched: output not available: {e}]\n"
             path = base.with_name(f"{base.name}.{stream}")
-            await asyncio.to_thread(path.write_text, text)
+            await asyncio.to_thread(write_private, path, text)
 
     # -- adoption (start as active, promote) -----------------------------------
     def adoption(self, agent: str, run: dict[str, Any], final: bool) -> Change:

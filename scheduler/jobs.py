@@ -19,6 +19,7 @@ JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 CONCURRENCY = ("forbid", "allow", "replace")
 MISFIRE_POLICIES = ("run-once", "run-all", "skip")
 NO_ENV: Mapping[str, str] = MappingProxyType({})  # shared by every job without env
+SECRET_SHOWN = "<secret>"  # what the API shows for a secret_env value
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,9 @@ class Job:
     after: tuple[str, ...] = ()
     calendar: str | None = None
     env: Mapping[str, str] = field(default_factory=lambda: NO_ENV)
+    # Environment variables whose values are secrets: name -> the absolute path of the file
+    # holding the value, read at each dispatch (scheduler.secretenv), never shown by the API.
+    secret_env: Mapping[str, str] = field(default_factory=lambda: NO_ENV)
     cwd: str | None = None
     user: str | None = None
     memory_max: int | None = None  # bytes, the run's cgroup limit (None: none)
@@ -82,6 +86,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "misfire": {"policy": job.misfire.policy, "grace": job.misfire.grace},
         "after": list(job.after), "calendar": job.calendar, "dst": dst,
         "business_day": business_day, "env": dict(job.env),
+        "secret_env": dict.fromkeys(job.secret_env, SECRET_SHOWN),
         "cwd": job.cwd, "user": job.user, "memory_max": job.memory_max,
         "cpu_weight": job.cpu_weight, "description": job.description, "source": job.source,
     }

@@ -16,18 +16,20 @@ from typing import Any
 
 from scheduler.calendars import Calendar
 from scheduler.jobs import CONCURRENCY, JOB_NAME, MISFIRE_POLICIES, NO_ENV, Job, Misfire, Retries
-from scheduler.protocol import MAX_CPU_WEIGHT, MAX_MEMORY, MIN_MEMORY
+from scheduler.protocol import MAX_CPU_WEIGHT, MAX_MEMORY, MAX_TIMEOUT, MIN_MEMORY
 from scheduler.tomlsrc import SourceError, SourceMap
 from scheduler.triggers import DstPolicy, Trigger, make_trigger
 from scheduler.triggers.cron import check_business_days
 from scheduler.triggers.dst import BY_RULE, policy_problem
-from scheduler.units import parse_duration, parse_size
+from scheduler.units import check_int, parse_duration, parse_size
 
 FIELDS = ("command", "schedule", "every", "at", "timezone", "agent", "pool", "timeout",
-          "retries", "concurrency", "misfire", "after", "calendar", "env", "cwd", "user",
-          "memory_max", "cpu_weight", "description", "dst", "business_day")
+          "retries", "concurrency", "misfire", "after", "calendar", "env", "secret_env", "cwd",
+          "user", "memory_max", "cpu_weight", "description", "dst", "business_day")
 _FIELD_SET = frozenset(FIELDS)
+MAX_RETRIES = 1000
 _cached_duration = lru_cache(maxsize=4096)(parse_duration)  # job files repeat a few values
+_SECRET_HINT = 'secret_env = { DB_PASSWORD = { file = "/etc/hasched/secrets/db" } }'
 _COMMAND_HINT = 'e.g. command = ["/usr/local/bin/backup", "--full"]'
 
 
@@ -72,12 +74,18 @@ class JobTableReader:
         timeout = self.duration(name, table, ("timeout",), None)
         if timeout is not None and timeout <= 0:
             self.error(name, ("timeout",), "must be longer than 0s")
+        elif timeout is not None and timeout > MAX_TIMEOUT:  # what an agent accepts in an order
+            self.error(name, ("timeout",), f"must be at most {MAX_TIMEOUT // 86400}d (ten years)")
         retries = self.retries(name, table.get("retries"))
         concurrency = self.choice(name, table, ("concurrency",), CONCURRENCY, "forbid")
         misfire = self.misfire(name, table.get("misfire"))
         after = self.after(name, table.get("after", []))
         env = self.env(name, table.get("env", {}))
+        secret_env = self.secret_env(name, table.get("secret_env", {}), env)
         cwd = self.string(name, table, "cwd")
+        if cwd is not None and not cwd.startswith("/"):
+            # Relative to what? The agent's own working directory is nobody's intent.
+            self.error(name, ("cwd",), f"must be an absolute path, got {cwd!r}")
         user = self.string(name, table, "user")
         memory_max, cpu_weight = self.limits(name, table)
         description = self.string(name, table, "description", allow_empty=True) or ""
@@ -87,9 +95,9 @@ class JobTableReader:
         return Job(name=name, command=command, trigger=trigger, timezone=intern(timezone),
                    agent=agent and intern(agent), pool=pool and intern(pool), timeout=timeout,
                    retries=retries, concurrency=concurrency,
-                   misfire=misfire, after=after, calendar=calendar_name, env=env, cwd=cwd,
-                   user=user, memory_max=memory_max, cpu_weight=cpu_weight,
-                   description=description,
+                   misfire=misfire, after=after, calendar=calendar_name, env=env,
+                   secret_env=secret_env, cwd=cwd, user=user, memory_max=memory_max,
+                   cpu_weight=cpu_weight, description=description,
                    source=f"{self.path}:{self.lines.header_line('job', name) or 1}")
 
     def command(self, name: str, value: Any) -> tuple[str, ...]:
@@ -212,8 +220,10 @@ class JobTableReader:
             return Retries()
         table = self.subtable(name, "retries", value, ("count", "delay"))
         count = table.get("count", 0)
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            self.error(name, ("retries", "count"), f"must be an integer >= 0, got {count!r}")
+        try:
+            check_int(count, 0, MAX_RETRIES)
+        except ValueError as exc:
+            self.error(name, ("retries", "count"), str(exc))
             count = 0
         return _retries(count, self.duration(name, table, ("retries", "delay"), 60.0))
 
@@ -259,6 +269,27 @@ class JobTableReader:
             self.error(name, ("env",), 'must be a table of strings, e.g. env = { LANG = "C" }')
             return NO_ENV
         return MappingProxyType(dict(value)) if value else NO_ENV
+
+    def secret_env(self, name: str, value: Any, env: Mapping[str, str]) -> Mapping[str, str]:
+        """`secret_env = { NAME = { file = "/abs/path" } }`: the value is read from the file at
+        each dispatch, so it is in no job file and the API never shows it."""
+        if not isinstance(value, dict):
+            self.error(name, ("secret_env",), f"must be a table, e.g. {_SECRET_HINT}")
+            return NO_ENV
+        files = {}
+        for var, ref in value.items():
+            key = ("secret_env", var)
+            path = ref.get("file") if isinstance(ref, dict) and set(ref) == {"file"} else None
+            if not isinstance(path, str):
+                self.error(name, key, f"must be {{ file = \"/absolute/path\" }}, e.g. "
+                           f"{_SECRET_HINT}")
+            elif not path.startswith("/"):
+                self.error(name, key, f"file must be an absolute path, got {path!r}")
+            elif var in env:
+                self.error(name, key, "also set in env; give it in one of env, secret_env")
+            else:
+                files[var] = path
+        return MappingProxyType(files) if files else NO_ENV
 
 
 # Value objects many jobs share are made once: it matters at 100k jobs.

@@ -8,6 +8,7 @@ stream). Reads use a second connection so that the API can query while a write i
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from scheduler.statedir import FILE_MODE, make_private, private_dir
 
 STATES = ("scheduled", "dispatched", "running", "succeeded", "failed", "timed-out",
           "cancelled", "lost")
@@ -94,8 +97,15 @@ class Ledger:
         self._listeners: list[Listener] = []
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
+        # Private from its creation on: SQLite gives the -wal and -shm files the mode of the
+        # database file, and runs' commands and reasons are nobody else's business.
+        private_dir(self.path.parent)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, FILE_MODE))
+        except OSError as e:
+            raise LedgerError(f"{self.path}: cannot open the ledger: {e.strerror or e}") from e
+        make_private(*(f"{self.path}{suffix}" for suffix in ("", "-wal", "-shm")))
+        try:
             self._w = self._connect()
             self._w.executescript(_SCHEMA)
             self._upgrade()
@@ -148,10 +158,15 @@ class Ledger:
                 c.execute("BEGIN IMMEDIATE")
                 done = [self._apply_one(c, ch) for ch in changes]
                 c.execute("COMMIT")
-            except sqlite3.Error as e:
+            except BaseException as e:
+                # Whatever went wrong (an int SQLite cannot hold raised OverflowError, which
+                # left the connection inside its transaction and every later write failing),
+                # nothing of the batch stays and the next write starts clean.
                 if c.in_transaction:
                     c.execute("ROLLBACK")
-                raise LedgerError(f"{self.path}: write failed: {e}") from e
+                if isinstance(e, sqlite3.Error | OverflowError):
+                    raise LedgerError(f"{self.path}: write failed: {e}") from e
+                raise
         effective = [ch for ch, ok in zip(changes, done, strict=True) if ok]
         if effective:
             for listener in self._listeners:
@@ -305,6 +320,14 @@ class Ledger:
 
     def job_states(self) -> dict[str, dict[str, Any]]:
         return {r["job"]: r for r in self._query("SELECT * FROM job_state")}
+
+    def job_state(self, job: str) -> dict[str, Any]:
+        """One job's row of job_state ({} when it has none)."""
+        rows = self._query("SELECT * FROM job_state WHERE job = ?", (job,))
+        return rows[0] if rows else {}
+
+    def paused_jobs(self) -> set[str]:
+        return {r["job"] for r in self._query("SELECT job FROM job_state WHERE paused != 0")}
 
     def counts(self) -> dict[str, int]:
         rows = self._query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")

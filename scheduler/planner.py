@@ -6,6 +6,8 @@ The daemon (scheduler/daemon) drives these functions with the clock and the ledg
 from __future__ import annotations
 
 import heapq
+import re
+import secrets
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -16,6 +18,8 @@ from scheduler.units import format_duration
 
 RUN_ALL_CAP = 1000
 _RUN_ID_TIME = "%Y-%m-%dT%H:%M:%SZ"
+MANUAL_MARK = "~manual-"
+_MANUAL_TAG = re.compile(r"~manual-[0-9a-f]{1,32}")
 
 
 def run_id(job_name: str, nominal: datetime) -> str:
@@ -23,15 +27,29 @@ def run_id(job_name: str, nominal: datetime) -> str:
     return f"{job_name}@{nominal.astimezone(UTC).strftime(_RUN_ID_TIME)}"
 
 
+def manual_run_id(job_name: str, now: datetime) -> str:
+    """``<job>@<time>~manual-<8 hex>``: a manual run's own identity. Neither a second manual
+    run in the same second nor the scheduled fire of that second is the same run."""
+    return f"{run_id(job_name, now)}{MANUAL_MARK}{secrets.token_hex(4)}"
+
+
+def nominal_of(value: str) -> str:
+    """The nominal time (as in the ledger) of a run id, scheduled or manual."""
+    return value.rpartition("@")[2].partition("~")[0]
+
+
 def parse_run_id(value: str) -> tuple[str, datetime]:
     """(job name, nominal UTC time) of a run id; ValueError when it is not one."""
-    name, sep, stamp = value.partition("@")
+    name, sep, rest = value.partition("@")
+    stamp, mark, tag = rest.partition("~")
     try:
-        if not sep or not JOB_NAME.fullmatch(name):
+        if (not sep or not JOB_NAME.fullmatch(name)
+                or mark and not _MANUAL_TAG.fullmatch(mark + tag)):
             raise ValueError
         return name, datetime.strptime(stamp, _RUN_ID_TIME).replace(tzinfo=UTC)
     except ValueError:
-        raise ValueError(f"not a run id: {value!r} (want job@YYYY-MM-DDTHH:MM:SSZ)") from None
+        raise ValueError(f"not a run id: {value!r} (want job@YYYY-MM-DDTHH:MM:SSZ, "
+                         "with ~manual-HEX for a manual run)") from None
 
 
 def missed_fires(job: Job, last_planned: datetime | None, now: datetime) -> list[datetime]:

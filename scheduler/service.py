@@ -6,6 +6,7 @@ Protocol, so they can be tested against a small fake and never reach into the pl
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -46,7 +47,13 @@ class Service(Protocol):
     def set_log_level(self, level: str) -> None: ...
 
     # -- jobs ------------------------------------------------------------------
-    def list_jobs(self) -> list[dict[str, Any]]: ...
+    def job_listing(self) -> Iterator[str]:
+        """The JSON text of GET /v1/jobs, {"jobs": [every job's view], "definitions":
+        definitions()}, in pieces (the API yields to the event loop between them)."""
+
+    def definitions(self) -> dict[str, Any]:
+        """{"stale": False} when the jobs in force are those of the files; else also
+        "failed_at" and "errors" of the last failed reload."""
 
     def get_job(self, name: str) -> dict[str, Any]:
         """Raises NotFound."""

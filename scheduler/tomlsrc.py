@@ -23,14 +23,23 @@ _HEADER_ANYWHERE = re.compile(r"^[ \t]*\[\[?([^\]\n]*)\]\]?[ \t]*(?:#[^\n]*)?$",
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
+def _printable(text: str) -> str:
+    """text with its non-printable characters (newlines, NUL, ...) written as escapes."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in text)
+
+
 class SourceError(Exception):
     """A mistake in a file, reported on one line: ``file:line: field: message``."""
 
     def __init__(self, file: str | Path, line: int | None, field: str, message: str) -> None:
-        self.file = str(file)
+        self.file = _printable(str(file))
         self.line = line
-        self.field = field
-        self.message = message
+        # A key is whatever the file says, "\n" too: the complaint must stay on one line.
+        self.field = _printable(field)
+        self.message = _printable(message)
         super().__init__(str(self))
 
     def __str__(self) -> str:

@@ -6,20 +6,11 @@ only that account (or root) can open the store; no token or network request is i
 
 from __future__ import annotations
 
-import socket
 import sys
 
 from scheduler.agent.store import Store, StoreError
 from scheduler.config import AgentConfig, ConfigError, load_agent_config
-
-
-def agent_listening(cfg: AgentConfig) -> bool:
-    """Something answers on the agent's port: a running agent, most likely."""
-    try:
-        with socket.create_connection((cfg.listen_host, cfg.listen_port), timeout=1):
-            return True
-    except OSError:
-        return False
+from scheduler.statedir import StateDirBusy, StateDirError, lock_state_dir
 
 
 def reset_epoch(config: str, epoch: int) -> int:
@@ -29,21 +20,34 @@ def reset_epoch(config: str, epoch: int) -> int:
     except ConfigError as e:
         print(str(e), file=sys.stderr)
         return 2
-    if agent_listening(cfg):
-        print(f"{config}: something listens on {cfg.listen_host}:{cfg.listen_port}: stop the "
-              f"agent first (it keeps its epoch in memory)", file=sys.stderr)
-        return 1
     try:
         if not (cfg.state_dir / "agent.sqlite").is_file():
             print(f"{config}: state_dir: no agent store in {cfg.state_dir}", file=sys.stderr)
             return 1
-        store = Store(cfg.state_dir)
+        # The daemon holds this lock for its life: the sure sign that it runs (it keeps its
+        # epoch in memory, so a reset under it would not hold).
+        lock = lock_state_dir(cfg.state_dir, "agent")
+    except StateDirBusy as e:
+        print(f"{config}: {e}: stop the agent first", file=sys.stderr)
+        return 1
+    except StateDirError as e:
+        print(f"{config}: {e} (run this as the agent's account)", file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"{config}: state_dir: {cfg.state_dir}: {e.strerror or e} (run this as the "
               f"agent's account)", file=sys.stderr)
         return 1
-    except StoreError as e:
-        print(f"{config}: state_dir: {e}", file=sys.stderr)
+    try:
+        return _reset(cfg, epoch)
+    finally:
+        lock.release()
+
+
+def _reset(cfg: AgentConfig, epoch: int) -> int:
+    try:
+        store = Store(cfg.state_dir)
+    except (OSError, StoreError) as e:
+        print(f"state_dir: {cfg.state_dir}: {e}", file=sys.stderr)
         return 1
     try:
         before = store.epoch()

@@ -25,6 +25,7 @@ from scheduler.agent.runner import Runner
 from scheduler.agent.store import Store, StoreError
 from scheduler.config import AgentConfig, ConfigError, load_agent_config, read_token
 from scheduler.logs import setup_logging
+from scheduler.statedir import StateDirBusy, StateDirError, lock_state_dir
 
 log = logging.getLogger("hasched.agent")
 
@@ -137,11 +138,18 @@ def run(config: str, log_level: str = "info") -> int:
     except (OSError, ssl.SSLError) as e:
         print(f"{config}: tls: {e}", file=sys.stderr)
         return 2
+    try:  # before anything touches the state: a second agent on it refuses, touching nothing
+        lock = lock_state_dir(cfg.state_dir, "agent")
+    except StateDirError as e:
+        print(" ".join(str(e).split()), file=sys.stderr)
+        return 1 if isinstance(e, StateDirBusy) else 2
     try:
         asyncio.run(serve(cfg, token))
     except (OSError, StoreError) as e:  # the port is taken, the state dir is unusable...
         log.error("cannot start: %s", e)
         return 1
+    finally:
+        lock.release()
     log.info("stopped")
     return 0
 

@@ -30,6 +30,8 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
+from setproctitle import setproctitle
+
 from scheduler.agent import cgroup, spawn
 
 # Not `subprocess` nor `pathlib`: see scheduler/agent/spawn.py.
@@ -320,6 +322,9 @@ def forked_supervisor(rundir: str, spec: str) -> None:
     code = 1
     try:
         os.setsid()  # its own session, as with the exec path: it outlives agent and launcher
+        # Else it shows in ps as the launcher it was forked from, and no admin can tell which
+        # process supervises which run.
+        setproctitle(f"hasched supervisor {os.path.basename(rundir)}")
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # it waits for its job
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -387,6 +392,7 @@ def serve_launches(fd: int) -> int:
 
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "--launcher":
+        setproctitle(f"hasched launcher {argv[2]}")
         return serve_launches(int(argv[1]))
     if len(argv) != 1:
         print("usage: python -m scheduler.agent.supervise RUNDIR | --launcher FD DIR",

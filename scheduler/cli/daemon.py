@@ -82,23 +82,35 @@ def run(config_path: str, role: str = "active", pidfile: str | None = None,
     from scheduler.daemon import Scheduler
     from scheduler.ledger import LedgerError
     from scheduler.logs import setup_logging
+    from scheduler.statedir import StateDirBusy, StateDirError, lock_state_dir
 
+    os.umask(0o077)  # this daemon runs no jobs: whatever it creates is its own business
     try:
         config = load_scheduler_config(config_path)
         jobs_dir = Path(config.jobs_dir)
         if not jobs_dir.is_dir():
             raise ConfigError(config.path, None, "jobs_dir", f"{jobs_dir}: not a directory")
         setup_logging(log_level or config.log_level)
-        sched = Scheduler(config, role, _metrics())
-    except (ConfigError, LedgerError) as e:
+        # First of all: a second instance must refuse before it touches the state, the ledger
+        # or the control socket of the one running.
+        lock = lock_state_dir(config.state_dir, "scheduler")
+    except (ConfigError, StateDirError) as e:
         print(" ".join(str(e).split()), file=sys.stderr)
-        return 2
+        return 1 if isinstance(e, StateDirBusy) else 2
     try:
-        asyncio.run(_serve(sched, pidfile))
-    except (ConfigError, LedgerError, OSError) as e:
-        log.error("%s", " ".join(str(e).split()))
-        return 1
-    return 0
+        try:
+            sched = Scheduler(config, role, _metrics())
+        except (ConfigError, LedgerError, StateDirError) as e:
+            print(" ".join(str(e).split()), file=sys.stderr)
+            return 2
+        try:
+            asyncio.run(_serve(sched, pidfile))
+        except (ConfigError, LedgerError, StateDirError, OSError) as e:
+            log.error("%s", " ".join(str(e).split()))
+            return 1
+        return 0
+    finally:
+        lock.release()
 
 
 def _metrics() -> Any:

@@ -19,6 +19,7 @@ from scheduler.cli.output import (
     print_table,
     short_time,
     show_record,
+    stale_line,
 )
 from scheduler.cli.runs import TimeParam
 
@@ -61,6 +62,9 @@ def list_jobs(client: Client, as_json: bool) -> None:
     if as_json:
         print_json(answer)
         return
+    stale = stale_line(answer.get("definitions"))
+    if stale:
+        click.echo(f"warning: {stale}", err=True)
     print_table(sorted(answer.get("jobs", []), key=lambda j: j.get("name", "")), [
         ("NAME", lambda j: j.get("name")),
         ("SCHEDULE", _schedule),

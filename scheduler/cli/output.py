@@ -81,3 +81,14 @@ def duration(seconds: Any) -> Any:
             parts.append(f"{rest // size}{unit}")
             rest %= size
     return "".join(parts)
+
+
+def stale_line(definitions: Any) -> str | None:
+    """One line saying that the definitions in force are stale (the last reload failed), or
+    None when they are those of the files."""
+    if not isinstance(definitions, dict) or not definitions.get("stale"):
+        return None
+    errors = definitions.get("errors") or []
+    first = f"; first: {errors[0]}" if errors else ""
+    return (f"job definitions are STALE: the reload at {short_time(definitions.get('failed_at'))}"
+            f" failed with {len(errors)} error(s){first}")

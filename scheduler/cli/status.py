@@ -8,14 +8,15 @@ from typing import Any
 import click
 
 from scheduler.cli.client import Client, client_options
-from scheduler.cli.output import json_option, show_record
+from scheduler.cli.output import json_option, show_record, stale_line
 
 HEALTH_ORDER = ("url", "role", "epoch", "version", "state_store", "jobs", "jobs_paused",
-                "runs_running", "runs_failed_24h")
+                "runs_running", "runs_failed_24h", "definitions")
 
 
 def _counts(client: Client) -> dict[str, Any]:
-    jobs = client.get_json("/v1/jobs").get("jobs", [])
+    listing = client.get_json("/v1/jobs")
+    jobs = listing.get("jobs", [])
     running = client.get_json("/v1/runs", {"state": "running", "limit": 10_000}).get("runs", [])
     day_ago = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     failed = client.get_json(
@@ -25,6 +26,7 @@ def _counts(client: Client) -> dict[str, Any]:
         "jobs_paused": sum(1 for j in jobs if j.get("paused")),
         "runs_running": len(running),
         "runs_failed_24h": len(failed),
+        "definitions": stale_line(listing.get("definitions")) or "current",
     }
 
 

@@ -104,6 +104,10 @@ def _weekday(token: str) -> int:
     return (number - 1) % 7
 
 
+# The values each field may hold (day-of-week: 0 and 7 are both Sunday).
+FIELD_RANGES = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
+
+
 def _bad(expr: str, index: int, field: str, why: str = "is not valid") -> ValueError:
     return ValueError(f"bad cron expression {expr!r}: {FIELD_NAMES[index]} field {field!r} {why}")
 
@@ -129,6 +133,13 @@ def parse_cron(expr: str) -> CronSpec:
         bad_words = [w for w in re.findall(r"[a-z]+", field) if w not in names]
         if not _FIELD_CHARS.fullmatch(field) or bad_words:
             raise _bad(expr, index, fields[index])
+        # croniter's own message names neither the field nor the bound ("[61 * * * *] is not
+        # acceptable, out of range"); a step (after '/') is not a value of the field.
+        low, high = FIELD_RANGES[index]
+        for value in (int(v) for v in re.findall(r"(?<![/\d])\d+", field)):
+            if not low <= value <= high:
+                raise _bad(expr, index, fields[index],
+                           f"is out of range: {value} is not in {low}-{high}")
     try:
         expanded, nth = croniter.expand(_ONE_VALUE_RANGE.sub(r"\1", " ".join(f or "*"
                                                                            for f in plain)))

@@ -27,7 +27,7 @@ from scheduler.agent import containment
 from scheduler.protocol import AgentClient, AgentUnreachable, DispatchOrder
 
 REPO = Path(__file__).resolve().parents[2]
-TOKEN = "agent-test-token-5f1c0e"
+TOKEN = "agent-test-token-5f1c0e-0123456789abcdef"
 DEADLINE = 30.0  # generous: the machine is shared and loaded
 
 
@@ -52,6 +52,7 @@ class Agent:
         self.port = free_port()
         self.token_file = base / "agent.token"
         self.token_file.write_text(TOKEN + "\n")
+        self.token_file.chmod(0o600)  # an agent refuses a token file others may read
         self.config = base / "agent.toml"
         lines = [
             "[agent]",
@@ -139,7 +140,9 @@ class Agent:
             return None
         for p in children:
             try:
-                if "--launcher" in p.cmdline() and p.status() != psutil.STATUS_ZOMBIE:
+                shown = " ".join(p.cmdline())  # "hasched launcher DIR" once it has set its title
+                if (("--launcher" in shown or shown.startswith("hasched launcher"))
+                        and p.status() != psutil.STATUS_ZOMBIE):
                     return p
             except psutil.Error:
                 pass

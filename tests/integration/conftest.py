@@ -112,6 +112,7 @@ class Agent:
         self.dir = root / f"agent-{name}"
         self.dir.mkdir(parents=True)
         (self.dir / "token").write_text(TOKEN + "\n")
+        (self.dir / "token").chmod(0o600)  # a token file others may read is refused
         (self.dir / "agent.toml").write_text(
             f'[agent]\nname = "{name}"\nlisten = "127.0.0.1:{self.port}"\n'
             f'state_dir = "{self.dir / "state"}"\ntoken_file = "{self.dir / "token"}"\n'
@@ -161,6 +162,7 @@ class Scheduler:
         self.socket = self.run_dir / "control.sock"
         self.pidfile = self.dir / "scheduler.pid"
         (self.dir / "api-tokens").write_text(API_TOKEN + "\n")
+        (self.dir / "api-tokens").chmod(0o600)
         lines = [
             "[scheduler]", f'listen = "127.0.0.1:{self.port}"',
             f'state_dir = "{self.dir / "state"}"', f'run_dir = "{self.run_dir}"',

@@ -86,6 +86,24 @@ def test_the_launcher_forks_supervisors_and_is_restarted_after_being_killed(
     assert "launcher (pid" in agent.log() and "died" in agent.log()
 
 
+def test_ps_tells_the_launcher_and_each_runs_supervisor_apart(agent: Agent) -> None:  # noqa: F811
+    async def body() -> tuple[str, str]:
+        c = agent.client()
+        launcher = await wait_launcher(agent)
+        await c.dispatch(order("title@1", ["sleep", "300"]))
+        supervisor = await job_supervisor(agent, "title@1")
+        titles = " ".join(launcher.cmdline()), " ".join(supervisor.cmdline())
+        await c.cancel("title@1", 1, epoch=1)
+        await wait_final(c, "title@1")
+        await c.close()
+        return titles
+
+    launcher, supervisor = run_async(body)
+    assert launcher.startswith("hasched launcher "), launcher
+    assert supervisor.startswith("hasched supervisor "), supervisor
+    assert "title" in supervisor, "the title does not say which run it supervises"
+
+
 def test_the_launcher_holds_no_socket_database_or_token(agent: Agent) -> None:  # noqa: F811
     async def body() -> psutil.Process:
         return await wait_launcher(agent)

@@ -119,7 +119,7 @@ class Setup:
         for sub in ("jobs", "state", "run"):
             (self.root / sub).mkdir()
         self.tokens = self.root / "api-tokens"
-        self.tokens.write_text("ocf-test-token-0123456789\n")
+        self.tokens.write_text("ocf-test-token-0123456789abcdef0123456789\n")
         self.tokens.chmod(0o600)
         self.config = self.root / "scheduler.toml"
         self.config.write_text(

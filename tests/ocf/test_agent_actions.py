@@ -29,14 +29,14 @@ class Row(NamedTuple):
 TABLE: dict[str, list[Row]] = {
     "not configured": [
         Row("monitor", 7, interval="0"), Row("monitor", 7), Row("monitor", 7, level=10),
-        Row("validate-all", 6, interval=None), Row("start", 6), Row("promote", 1),
-        Row("demote", 1), Row("notify", 0), Row("reload", 1), Row("reload-agent", 0),
+        Row("validate-all", 6, interval=None), Row("start", 6), Row("promote", 7),
+        Row("demote", 7), Row("notify", 0), Row("reload", 1), Row("reload-agent", 0),
         Row("meta-data", 0, interval=None), Row("frobnicate", 3), Row("stop", 0),
     ],
     "stopped": [
         Row("monitor", 7, interval="0"), Row("monitor", 7), Row("monitor", 7, level=10),
         Row("monitor", 7, level=20), Row("validate-all", 0, interval=None),
-        Row("validate-all", 0, interval=None, level=10), Row("promote", 1), Row("demote", 1),
+        Row("validate-all", 0, interval=None, level=10), Row("promote", 7), Row("demote", 7),
         Row("reload", 1), Row("reload-agent", 0), Row("notify", 0), Row("stop", 0),
         Row("start", 5, params={"hasched": "/nonexistent/hasched"}),
         Row("start", 0), Row("monitor", 0, level=10), Row("stop", 0), Row("monitor", 7),
@@ -59,7 +59,7 @@ TABLE: dict[str, list[Row]] = {
     ],
     "stale pid file": [
         Row("monitor", 7, interval="0"), Row("monitor", 7), Row("monitor", 7, level=10),
-        Row("promote", 1), Row("stop", 0), Row("start", 0), Row("monitor", 0, level=10),
+        Row("promote", 7), Row("stop", 0), Row("start", 0), Row("monitor", 0, level=10),
         Row("stop", 0),
     ],
     "pid reused by another command": [

@@ -25,6 +25,10 @@ SHELL_SOURCES = ["Makefile", "lab.mk", ".ci/run", "deps/install", "resource-agen
 # host.run, an agent client's call) run on a lab node or are API calls, not host programs.
 RUNNERS = {"run", "Popen", "check_output", "check_call", "call", "sh", "_run", "spawn", "need",
            "which", "execvp"}
+# These take the program as a plain string (sh("pcs", ...), shutil.which("x")); the others take
+# an argv list, or a string only with shell=True: a test's own run("scheduler", ...) wrapper
+# around `hasched` is not a program called "scheduler".
+STRING_RUNNERS = {"sh", "spawn", "need", "which"}
 IN_NAMESPACE = {"in_ns"}  # in_ns(NETNS, PROGRAM, ...): a host program run in a lab namespace
 LISTS = {"REQUIRED"}  # module constants that list programs a preflight checks
 RECEIVERS = {None, "subprocess", "shutil", "deps", "os"}
@@ -66,7 +70,10 @@ def python_calls(path: Path) -> Iterator[tuple[str, str]]:
             yield program, f"{path.relative_to(REPO)}:{node.lineno}"
         if name not in RUNNERS or receiver not in RECEIVERS:
             continue
+        shell = any(k.arg == "shell" for k in node.keywords)
         for arg in node.args if name == "need" else node.args[:1]:
+            if isinstance(arg, ast.Constant) and name not in STRING_RUNNERS and not shell:
+                continue
             program = _program(arg)
             if program and PROGRAM.match(program):
                 yield program, f"{path.relative_to(REPO)}:{node.lineno}"

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import socket
 import ssl
 import subprocess
 from datetime import datetime
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from scheduler import preview
@@ -35,9 +38,10 @@ class FakeService:
         self.list_runs_calls: list[dict[str, Any]] = []
         self.output_calls: list[tuple[str, str]] = []
         # The preview answers come from the real preview code over a real job definition.
-        self.definitions = {"nightly": Job("nightly", ("/bin/true",), make_trigger(
+        self.preview_jobs = {"nightly": Job("nightly", ("/bin/true",), make_trigger(
             schedule="30 2 * * *", timezone="Europe/Berlin"), "Europe/Berlin", agent="db1")}
         self.preview_calls: list[tuple] = []
+        self.stale: dict[str, Any] | None = None
 
     def health(self) -> dict[str, Any]:
         return {"role": self.role, "epoch": 7, "version": "0.1.0", "state_store": "ok", "jobs": 1}
@@ -47,6 +51,13 @@ class FakeService:
 
     def list_jobs(self) -> list[dict[str, Any]]:
         return list(self.jobs.values())
+
+    def definitions(self) -> dict[str, Any]:
+        return self.stale or {"stale": False}
+
+    def job_listing(self):
+        text = json.dumps({"jobs": self.list_jobs(), "definitions": self.definitions()})
+        yield from (text[:10], text[10:])
 
     def get_job(self, name: str) -> dict[str, Any]:
         if name not in self.jobs:
@@ -72,11 +83,11 @@ class FakeService:
     def next_fires(self, name: str, count: int, start: datetime) -> dict[str, Any]:
         self.get_job(name)
         self.preview_calls.append(("next", name, count, start))
-        return preview.next_view(self.definitions[name], start, count)
+        return preview.next_view(self.preview_jobs[name], start, count)
 
     async def forecast(self, start: datetime, end: datetime, limit: int) -> dict[str, Any]:
         self.preview_calls.append(("forecast", start, end, limit))
-        return preview.forecast_view(self.definitions, start, end, limit)
+        return preview.forecast_view(self.preview_jobs, start, end, limit)
 
     def list_runs(self, job=None, state=None, since=None, until=None, limit=100):
         self.list_runs_calls.append(
@@ -199,7 +210,8 @@ def test_tokens_are_never_logged(caplog):
 
 def test_jobs_list_show_pause_resume():
     async def scenario(client, service, metrics):
-        assert await expect(client, "GET", "/v1/jobs", 200) == {"jobs": service.list_jobs()}
+        assert await expect(client, "GET", "/v1/jobs", 200) == {"jobs": service.list_jobs(),
+                                                             "definitions": {"stale": False}}
         assert (await expect(client, "GET", "/v1/jobs/nightly", 200))["name"] == "nightly"
         assert (await expect(client, "POST", "/v1/jobs/nightly/pause", 200))["paused"] is True
         assert service.jobs["nightly"]["paused"] is True
@@ -226,6 +238,31 @@ def test_run_now_on_a_standby_is_409():
         assert body == {"error": "this scheduler is standby"}
 
     with_client(scenario, service)
+
+
+def test_401s_are_debug_lines_and_one_warning_a_minute(caplog):
+    caplog.set_level(logging.DEBUG, logger="hasched.api")
+
+    async def scenario(client, service, metrics):
+        for _ in range(50):
+            await expect(client, "GET", "/v1/jobs", 401, headers={})
+
+    with_client(scenario)
+    refusals = [r for r in caplog.records if "missing or wrong bearer token" in r.getMessage()]
+    warnings = [r for r in refusals if r.levelno >= logging.WARNING]
+    assert len(refusals) == 51 and len(warnings) == 1  # it was 50 WARNING lines
+    assert sum(r.levelno == logging.DEBUG for r in refusals) == 50
+
+
+def test_each_request_is_a_debug_line(caplog):
+    caplog.set_level(logging.DEBUG, logger="hasched.api")
+
+    async def scenario(client, service, metrics):
+        await expect(client, "GET", "/v1/jobs/nope", 404, headers=AUTH)
+
+    with_client(scenario)
+    assert any(r.levelno == logging.DEBUG and "GET /v1/jobs/nope from" in r.getMessage()
+               and ": 404 in " in r.getMessage() for r in caplog.records)
 
 
 def test_run_now_refused_by_the_job_policy_is_409_with_the_reason():
@@ -328,7 +365,7 @@ def test_a_service_crash_is_500_json_without_traceback_in_the_answer(caplog):
     def broken():
         raise RuntimeError("ledger\nexploded")
 
-    service.list_jobs = broken
+    service.job_listing = broken
 
     async def scenario(client, service, metrics):
         body = await expect(client, "GET", "/v1/jobs", 500)
@@ -419,3 +456,69 @@ def test_forecast_lists_every_fire_in_the_window():
         assert body["truncated"] is True and len(body["fires"]) == 1
 
     with_client(scenario)
+
+
+@pytest.mark.parametrize("raw", [
+    b"GARBAGE\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n",
+    b"GET /health HTTP/1.1\r\nContent-Length: zz\r\n\r\n",
+])
+def test_bad_http_is_a_400_and_one_debug_line_not_a_traceback(caplog, raw):
+    from scheduler.api import http_logger
+
+    caplog.set_level(logging.DEBUG, logger="hasched")  # restored after the test
+
+    async def scenario():
+        server = TestServer(make_app(FakeService(), frozenset({TOKEN}), Metrics()))
+        await server.start_server(logger=http_logger())
+        try:
+            reader, writer = await asyncio.open_connection(server.host, server.port)
+            writer.write(raw)
+            await writer.drain()
+            answer = await reader.read(1000)
+            writer.close()
+        finally:
+            await server.close()
+        return answer
+
+    assert asyncio.run(scenario()).startswith(b"HTTP/1.0 400 ")
+    records = [r for r in caplog.records if r.name == "hasched.api.http"]
+    assert len(records) == 1 and records[0].levelno == logging.DEBUG  # it was ERROR + traceback
+    assert records[0].exc_info is None and "\n" not in records[0].getMessage()
+
+
+def test_a_client_leaving_mid_listing_is_no_internal_error(caplog):
+    class Big(FakeService):
+        def job_listing(self):
+            yield '{"jobs": ['
+            for i in range(20000):
+                yield ("," if i else "") + ",".join('{"name": "x"}' for _ in range(100))
+            yield '], "definitions": {}}'
+
+    caplog.set_level(logging.DEBUG, logger="hasched")
+
+    async def scenario():
+        # The daemon's own runner (TestServer cancels a handler whose client left instead)
+        runner = web.AppRunner(make_app(Big(), frozenset({TOKEN}), Metrics()), access_log=None)
+        await runner.setup()
+        sock = socket.create_server(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        await web.SockSite(runner, sock).start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"GET /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}"
+                         "\r\n\r\n".encode())
+            await writer.drain()
+            assert (await reader.read(100)).startswith(b"HTTP/1.1 200 ")
+            writer.close()
+            for _ in range(100):  # until the server has noticed
+                if any("left before the end" in r.getMessage() for r in caplog.records):
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())
+    assert any("left before the end" in r.getMessage() for r in caplog.records), \
+        [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

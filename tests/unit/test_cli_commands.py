@@ -85,7 +85,23 @@ def test_jobs_list_table_and_json(api):
     assert header.split() == ["NAME", "SCHEDULE", "TARGET", "NEXT", "FIRE"]
     assert row.split()[0] == "nightly"
     result = hasched("jobs", "list", "--json", *api.args)
-    assert json.loads(result.output) == {"jobs": api.service.list_jobs()}
+    assert json.loads(result.output) == {"jobs": api.service.list_jobs(),
+                                         "definitions": {"stale": False}}
+
+
+def test_jobs_list_and_status_say_when_definitions_are_stale(api):
+    api.service.stale = {"stale": True, "failed_at": "2026-12-01T10:00:00.123456Z",
+                         "errors": ["/etc/hasched/jobs/a.toml:3: every: not a duration: 'x'"]}
+    result = hasched("jobs", "list", *api.args)
+    assert result.exit_code == 0
+    warning = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert warning == ["warning: job definitions are STALE: the reload at 2026-12-01T10:00:00Z "
+                       "failed with 1 error(s); first: /etc/hasched/jobs/a.toml:3: every: not a "
+                       "duration: 'x'"]
+    answer = json.loads(hasched("status", "--json", *api.args).output)
+    assert answer["definitions"].startswith("job definitions are STALE")
+    api.service.stale = None
+    assert json.loads(hasched("status", "--json", *api.args).output)["definitions"] == "current"
 
 
 def test_jobs_show_run_pause_resume(api):

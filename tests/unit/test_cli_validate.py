@@ -144,3 +144,23 @@ def test_validate_json(tmp_path):
     assert result.exit_code == 1
     assert json.loads(result.output)["errors"] == [
         f"{bad}:5: dst.gap: must be one of: after, skip; got 'later'"]
+
+
+@pytest.mark.parametrize("value, shown", [('"99999999999d"', "'99999999999d'"),
+                                          ("1e308", "1e+308"), ("inf", "inf"),
+                                          ("99999999999999999999", "99999999999999999999")])
+def test_an_interval_too_long_is_refused_by_validate(tmp_path, value, shown):
+    # It used to pass ("1 job OK"), then crash the scheduler's start with an OverflowError.
+    bad = tmp_path / "huge.toml"
+    bad.write_text(f'[job.huge]\ncommand = ["/bin/true"]\nevery = {value}\nagent = "db1"\n')
+    result = validate(str(bad))
+    assert result.exit_code == 1
+    assert result.output == f"{bad}:3: every: duration {shown} is too long (at most 100 years)\n"
+
+
+def test_a_relative_cwd_is_refused_by_validate(tmp_path):
+    bad = tmp_path / "cwd.toml"
+    bad.write_text('[job.c]\ncommand = ["/bin/true"]\nevery = "1h"\nagent = "db1"\ncwd = "tmp"\n')
+    result = validate(str(bad))
+    assert result.exit_code == 1
+    assert result.output == f"{bad}:5: cwd: must be an absolute path, got 'tmp'\n"

@@ -148,11 +148,20 @@ def test_missing_file_is_one_line(tmp_path):
     assert str(info.value) == f"{path}: cannot read: No such file or directory"
 
 
+ONE, TWO = "s3cret-one-" + "1" * 22, "s3cret-two-" + "2" * 22
+
+
+def token_file(tmp_path, text, name="tokens", mode=0o600):
+    path = write(tmp_path, text, name)
+    path.chmod(mode)
+    return path
+
+
 def test_tokens_skip_comments_and_blank_lines(tmp_path):
-    path = write(tmp_path, "# the API tokens\n\n  s3cret-one  \n# old\ns3cret-two\n", "tokens")
-    assert read_token(path) == "s3cret-one"
-    assert read_tokens(path) == frozenset({"s3cret-one", "s3cret-two"})
-    empty = write(tmp_path, "# nothing\n", "empty")
+    path = token_file(tmp_path, f"# the API tokens\n\n  {ONE}  \n# old\n{TWO}\n")
+    assert read_token(path) == ONE
+    assert read_tokens(path) == frozenset({ONE, TWO})
+    empty = token_file(tmp_path, "# nothing\n", "empty")
     with pytest.raises(ConfigError) as info:
         read_token(empty)
     assert str(info.value) == f"{empty}: token: no token in file"
@@ -172,3 +181,29 @@ def test_source_map_finds_the_line_of_each_key():
     assert lines.line("list", "item", "x") == 10
     assert lines.line("list", "item", "fake") == 13
     assert lines.line("nowhere") is None
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o644, 0o660])
+def test_a_token_file_others_may_read_is_refused(tmp_path, mode):
+    path = token_file(tmp_path, ONE + "\n", mode=mode)
+    for read in (read_token, read_tokens):
+        with pytest.raises(ConfigError) as info:
+            read(path)
+        assert str(info.value) == (f"{path}: token file: is readable by group or others (mode "
+                                   f"{mode:04o}); make it 0600 (chmod 600 {path})")
+
+
+def test_a_short_token_is_refused_without_showing_it(tmp_path):
+    path = token_file(tmp_path, f"# tokens\n{ONE}\nshort-token-31-characters-long!\n")
+    with pytest.raises(ConfigError) as info:
+        read_tokens(path)
+    assert str(info.value) == (f"{path}:3: token: shorter than 32 characters (make one with: "
+                               "openssl rand -hex 32)")
+    assert "short-token" not in str(info.value)
+
+
+def test_listen_that_is_no_ipv4_address_names_the_setting(tmp_path):
+    path = write(tmp_path, '[scheduler]\nlisten = "256.1.1.1:8480"\n')
+    with pytest.raises(ConfigError) as info:
+        load_scheduler_config(path)
+    assert str(info.value) == f"{path}:2: scheduler.listen: '256.1.1.1' is not an IPv4 address"

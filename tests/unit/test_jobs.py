@@ -92,8 +92,8 @@ BASE = '[job.j]\ncommand = ["/bin/true"]\nschedule = "* * * * *"\nagent = "db1"\
     (BASE + 'colour = "red"\n',
      [f"5: colour: unknown field; expected one of: {', '.join(FIELDS)}"]),
     (BASE.replace("* * * * *", "61 * * * *"),
-     ["3: schedule: bad cron expression '61 * * * *': [61 * * * *] is not acceptable, "
-      "out of range"]),
+     ["3: schedule: bad cron expression '61 * * * *': minute field '61' is out of range: "
+      "61 is not in 0-59"]),
     (BASE.replace("* * * * *", "0 0 * * * *"),
      ["3: schedule: not a cron expression: '0 0 * * * *' (want 5 fields: minute hour "
       "day-of-month month day-of-week, or @hourly/@daily/@weekly/...)"]),
@@ -111,11 +111,12 @@ BASE = '[job.j]\ncommand = ["/bin/true"]\nschedule = "* * * * *"\nagent = "db1"\
      ["2: command: must be a list of strings, not a plain string; "
       "e.g. command = [\"/usr/local/bin/backup\", \"--full\"]"]),
     (BASE + 'retries = { count = -1, delay = "5m" }\n',
-     ["5: retries.count: must be an integer >= 0, got -1"]),
+     ["5: retries.count: must be an integer from 0 to 1000, got -1"]),
     (BASE + 'retries = { count = 1, pause = "5m" }\n',
      ["5: retries.pause: unknown field; expected one of: count, delay"]),
     (BASE + 'timeout = "5x"\n',
      ["5: timeout: not a duration: '5x' (use e.g. 30s, 5m, 2h, 1d)"]),
+    (BASE + 'timeout = "3700d"\n', ["5: timeout: must be at most 3660d (ten years)"]),
     (BASE + '[job.j.misfire]\npolicy = "sometimes"\ngrace = "1y"\n',
      ["6: misfire.policy: must be one of: run-once, run-all, skip; got 'sometimes'",
       "7: misfire.grace: not a duration: '1y' (use e.g. 30s, 5m, 2h, 1d)"]),
@@ -137,6 +138,14 @@ BASE = '[job.j]\ncommand = ["/bin/true"]\nschedule = "* * * * *"\nagent = "db1"\
      ["5: cpu_weight: must be an integer from 1 to 10000 (100: the default share)"]),
     (BASE + 'cpu_weight = "high"\n',
      ["5: cpu_weight: must be an integer from 1 to 10000 (100: the default share)"]),
+    (BASE + 'cwd = "srv"\n', ["5: cwd: must be an absolute path, got 'srv'"]),
+    (BASE + 'secret_env = { PW = "hunter2" }\n',
+     ['5: secret_env.PW: must be { file = "/absolute/path" }, e.g. secret_env = { DB_PASSWORD = '
+      '{ file = "/etc/hasched/secrets/db" } }']),
+    (BASE + 'secret_env = { PW = { file = "pw.txt" } }\n',
+     ["5: secret_env.PW: file must be an absolute path, got 'pw.txt'"]),
+    (BASE + 'env = { PW = "x" }\nsecret_env = { PW = { file = "/pw" } }\n',
+     ["6: secret_env.PW: also set in env; give it in one of env, secret_env"]),
 ])
 def test_errors_are_one_line_with_file_line_field(tmp_path, text, expected):
     path = write(tmp_path, "bad.toml", text)
@@ -215,3 +224,11 @@ def test_jobs_are_hashable_and_read_only(tmp_path):
     assert job in {job}
     with pytest.raises(TypeError):
         job.env["LANG"] = "de_DE"  # type: ignore[index]
+
+
+def test_secret_env_is_shown_as_secret(tmp_path):
+    path = write(tmp_path, "s.toml", BASE + 'secret_env = { PW = { file = "/etc/pw" } }\n')
+    jobs, errors = load_job_file(path, agents=AGENTS, pools=POOLS)
+    assert errors == [] and jobs[0].secret_env == {"PW": "/etc/pw"}
+    view = job_to_dict(jobs[0])
+    assert view["secret_env"] == {"PW": "<secret>"} and "/etc/pw" not in json.dumps(view)

@@ -8,7 +8,9 @@ from scheduler.planner import (
     FirePlan,
     concurrency_decision,
     dependency_state,
+    manual_run_id,
     missed_fires,
+    nominal_of,
     parse_run_id,
     retry_at,
     run_id,
@@ -45,7 +47,18 @@ def test_run_id_is_utc_whatever_the_input_zone():
     assert run_id("a", local) == "a@2026-12-01T02:30:00Z"
 
 
+def test_manual_run_ids_are_their_own():
+    t = datetime(2026, 12, 1, 2, 30, tzinfo=UTC)
+    ids = {manual_run_id("hello", t) for _ in range(3)}
+    assert len(ids) == 3 and run_id("hello", t) not in ids  # nor the scheduled fire's
+    for rid in ids:
+        assert rid.startswith("hello@2026-12-01T02:30:00Z~manual-")
+        assert parse_run_id(rid) == ("hello", t)
+        assert nominal_of(rid) == nominal_of(run_id("hello", t)) == "2026-12-01T02:30:00Z"
+
+
 @pytest.mark.parametrize("bad", ["nojob", "@2026-12-01T02:30:00Z", "a@2026-12-01 02:30",
+                                 "a@2026-12-01T02:30:00Z~", "a@2026-12-01T02:30:00Z~other",
                                  "a b@2026-12-01T02:30:00Z", "a@2026-13-01T02:30:00Z"])
 def test_parse_run_id_rejects(bad):
     with pytest.raises(ValueError, match=r"^not a run id: "):

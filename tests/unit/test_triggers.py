@@ -120,7 +120,13 @@ def test_impossible_date_never_fires():
     ("* * * *", "not a cron expression: '* * * *' (want 5 fields"),
     ("0 * * * * *", "not a cron expression: '0 * * * * *'"),
     ("@reboot", "not a cron expression: '@reboot'"),
-    ("61 * * * *", "bad cron expression '61 * * * *': "),
+    ("61 * * * *", "bad cron expression '61 * * * *': minute field '61' is out of range: "
+                   "61 is not in 0-59"),
+    ("0 1-25 * * *", "bad cron expression '0 1-25 * * *': hour field '1-25' is out of range: "
+                     "25 is not in 0-23"),
+    ("0 0 0 * *", "bad cron expression '0 0 0 * *': day-of-month field '0' is out of range"),
+    ("0 0 * 13 *", "bad cron expression '0 0 * 13 *': month field '13' is out of range"),
+    ("0 0 * * 8", "bad cron expression '0 0 * * 8': day-of-week field '8' is out of range"),
     ("0 0 L-3 * *", "bad cron expression '0 0 L-3 * *': day-of-month field 'l-3' is not valid"),
     ("0 0 * * 5#6", "bad cron expression '0 0 * * 5#6': day-of-week field '5#6' has a bad '#'"),
     ("0 0 * * L", "bad cron expression '0 0 * * L': day-of-week field 'l' is not valid"),

@@ -1,6 +1,6 @@
 import pytest
 
-from scheduler.units import format_duration, parse_duration, parse_size
+from scheduler.units import check_int, format_duration, parse_duration, parse_size
 
 pytestmark = pytest.mark.unit
 
@@ -41,3 +41,32 @@ def test_parse_size_accepts_documented_forms(text, size):
 def test_parse_size_rejects(bad):
     with pytest.raises(ValueError, match=r"^not a size: "):
         parse_size(bad)
+
+
+@pytest.mark.parametrize("huge", ["99999999999d", 1e308, float("inf"), 10**400, "9" * 400,
+                                  100 * 365 * 86400 + 1])
+def test_parse_duration_bounds_at_100_years(huge):
+    with pytest.raises(ValueError, match=r"^duration .* is too long \(at most 100 years\)$"):
+        parse_duration(huge)
+    assert parse_duration(100 * 365 * 86400) == 100 * 365 * 86400
+
+
+def test_parse_duration_rejects_nan():
+    with pytest.raises(ValueError, match=r"^not a duration: nan"):
+        parse_duration(float("nan"))
+
+
+@pytest.mark.parametrize("huge", [10**30, "99999999TiB", 2**50 + 1])
+def test_parse_size_bounds_at_1_pib(huge):
+    with pytest.raises(ValueError, match=r"^size .* is too large \(at most 1PiB\)$"):
+        parse_size(huge)
+
+
+@pytest.mark.parametrize("value, ok", [(0, True), (2**63 - 1, True), (2**63, False), (-1, False),
+                                       (True, False), (1.0, False), ("1", False)])
+def test_check_int_bounds(value, ok):
+    if ok:
+        assert check_int(value) == value
+    else:
+        with pytest.raises(ValueError, match=r"^must be an integer from 0 to "):
+            check_int(value)
