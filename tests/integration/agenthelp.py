@@ -111,11 +111,19 @@ class Agent:
     def _supervise_processes(self) -> list[psutil.Process]:
         """Supervisors (forked by the launcher, or exec'd) and the launcher of this agent."""
         marker = str(self.state_dir / "output")
+        try:  # a forked supervisor's title names its run directory only: "hasched supervisor X"
+            rundirs = set(os.listdir(marker))
+        except OSError:
+            rundirs = set()
         out = []
         for p in psutil.process_iter(["cmdline", "status"]):
-            cmd = p.info["cmdline"] or []
-            if (p.info["status"] != psutil.STATUS_ZOMBIE and "scheduler.agent.supervise" in cmd
+            cmd = " ".join(p.info["cmdline"] or []).split()  # a title is one padded argument
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if (("scheduler.agent.supervise" in cmd or cmd[:2] == ["hasched", "launcher"])
                     and any(a.startswith(marker) for a in cmd)):
+                out.append(p)
+            elif cmd[:2] == ["hasched", "supervisor"] and cmd[2:3] and cmd[2] in rundirs:
                 out.append(p)
         return out
 

@@ -39,7 +39,8 @@ def behind_metric(s: Scheduler) -> float:
 def launcher_of(pid: int) -> psutil.Process:
     def find() -> psutil.Process | None:
         return next((p for p in psutil.Process(pid).children()
-                     if "--launcher" in p.cmdline()), None)
+                     if "--launcher" in (cmd := " ".join(p.cmdline()))
+                     or cmd.startswith("hasched launcher")), None)
     return wait_for("the agent's launcher", find)
 
 
