@@ -25,7 +25,14 @@ from scheduler.config import (
 from scheduler.control import ControlServer
 from scheduler.dispatch import Dispatcher
 from scheduler.jobset import JobSet
-from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso, parse_time
+from scheduler.ledger import (
+    FINAL_STATES,
+    BatchWriter,
+    Change,
+    Ledger,
+    nominal_iso,
+    parse_time,
+)
 from scheduler.progress import RunProgress
 from scheduler.protocol import AgentClient
 from scheduler.roles import Roles
@@ -411,6 +418,8 @@ class Scheduler(Roles, RunProgress):
             path = Path(f"{row['output_path']}.{stream}")
             if path.exists():
                 return await asyncio.to_thread(path.read_text, errors="replace")
+            if row["state"] in FINAL_STATES:
+                return ""  # collected: a stream with no output is not written
         if row["state"] in ("dispatched", "running") and row["agent"] in self.clients:
             try:  # a read, allowed to a standby too
                 return await self.clients[row["agent"]].output(row["run_id"], row["attempt"],

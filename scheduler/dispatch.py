@@ -350,19 +350,27 @@ class Dispatcher:
 
     async def _save_output(self, client: AgentClient, key: tuple[str, int], base: Path,
                            sizes: dict[str, Any]) -> None:
-        private_dir(base.parent, "run output directory")
+        """BASE.stdout and BASE.stderr, each stream that has any output; an empty one is
+        neither asked of the agent nor written (the daemon reads a missing file of a collected
+        run as empty): most runs write nothing to one stream or both, and each request, file
+        and thread hop is a turn of the loops while a burst is starting (bench/lateness.py)."""
+        texts: dict[Path, str] = {}
         for stream in ("stdout", "stderr"):
+            if sizes.get(stream) == 0 and not (sizes.get("dropped") or {}).get(stream):
+                continue
             try:
-                # A stream the agent's record says is empty is not asked for: most runs write
-                # nothing to one stream or both, and each request is a turn of both loops
-                # while a burst is starting (bench/lateness.py).
-                empty = (sizes.get(stream) == 0
-                         and not (sizes.get("dropped") or {}).get(stream))
-                text = "" if empty else await client.output(*key, stream=stream)
+                text = await client.output(*key, stream=stream)
             except AgentError as e:
                 text = f"[hasched: output not available: {e}]\n"
-            path = base.with_name(f"{base.name}.{stream}")
-            await asyncio.to_thread(write_private, path, text)
+            texts[base.with_name(f"{base.name}.{stream}")] = text
+
+        def write() -> None:
+            private_dir(base.parent, "run output directory")
+            for path, text in texts.items():
+                write_private(path, text)
+
+        if texts:
+            await asyncio.to_thread(write)
 
     # -- adoption (start as active, promote) -----------------------------------
     def adoption(self, agent: str, run: dict[str, Any], final: bool) -> Change:
