@@ -34,8 +34,6 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import psutil
 
@@ -43,9 +41,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scheduler.agent import containment  # noqa: E402
+from scheduler.agents import AgentPool  # noqa: E402
 from scheduler.dispatch import Dispatcher  # noqa: E402
+from scheduler.jobs import Job  # noqa: E402
 from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso  # noqa: E402
 from scheduler.protocol import AgentClient  # noqa: E402
+from scheduler.runs import Run  # noqa: E402
+from scheduler.triggers import IntervalTrigger  # noqa: E402
 
 TOKEN = "bench-agent-token-0123456789abcdef"
 
@@ -164,15 +166,11 @@ async def end_to_end(root: Path, agents: list[LocalAgent], n: int, batch: int,
         await a.wait_ready(clients[a.name])
     ledger = Ledger(root / db)
     writer = BatchWriter(ledger)
-    job = SimpleNamespace(name="bench", command=("true",), agent=None, pool="workers", env={},
-                          cwd=None, user=None, timeout=None)
+    job = Job(name="bench", command=("true",), trigger=IntervalTrigger(1.0), pool="workers")
 
-    async def final(_: Any) -> None:
-        return None
-
-    disp = Dispatcher(ledger, writer, clients, {a.name: ["workers"] for a in agents}, root,
-                      None, lambda: 1, lambda agent, e: print(f"stale epoch from {agent}: {e}"),
-                      final)
+    pool = AgentPool(clients, {a.name: ["workers"] for a in agents})
+    disp = Dispatcher(writer, pool, lambda: 1,
+                      lambda agent, e: print(f"stale epoch from {agent}: {e}"))
     base = 1_700_000_000  # the same run ids in both passes: the second one meets agents' dedup
     t_create = t_dispatch = 0.0
     cpu0 = CpuSample.take(agents)
@@ -181,12 +179,11 @@ async def end_to_end(root: Path, agents: list[LocalAgent], n: int, batch: int,
         rows = []
         for i in range(start, min(n, start + batch)):
             nominal = nominal_iso(datetime.fromtimestamp(base + i, UTC))
-            rows.append({"run_id": f"bench@{nominal}", "attempt": 1, "job": "bench",
-                         "nominal": nominal, "manual": 0, "agent": disp.pick_agent(job)})
+            rows.append(Run(f"bench@{nominal}", 1, "bench", nominal,
+                            agent=pool.pick(job)))
         t1 = time.perf_counter()
-        await writer.write([Change("create", r["run_id"], 1, "bench",
-                                   {"nominal": r["nominal"], "agent": r["agent"]})
-                            for r in rows])
+        await writer.write([Change("create", r.run_id, 1, "bench",
+                                   {"nominal": r.nominal, "agent": r.agent}) for r in rows])
         t2 = time.perf_counter()
         ok = await asyncio.gather(*(disp.dispatch(r, job) for r in rows))
         t_create, t_dispatch = t_create + t2 - t1, t_dispatch + time.perf_counter() - t2

@@ -1,6 +1,10 @@
-"""The scheduler process: its life cycle, the planning and collecting loops, reload; the Service
-that the REST API and the control socket talk to. Becoming active or standby is in roles.py,
-moving a run on in progress.py, the job files in jobset.py."""
+"""The scheduler process: its parts wired together, its life cycle, the collecting loop, reload;
+the Service that the REST API and the control socket talk to.
+
+The parts, each with its dependencies given here: the agent pool (agents.py), the term that
+owns the role and decides every HA step (term.py), dispatch / collect / adopt on top of the pool,
+the run mover (progress.py), the fire planner (fires.py), the jobs in force (jobset.py). This
+module has no HA logic of its own."""
 
 from __future__ import annotations
 
@@ -9,13 +13,16 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from collections.abc import Coroutine, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from scheduler import __version__, backlog, preview
 from scheduler import planner as planning
+from scheduler.adopt import Adopter
+from scheduler.agents import AgentPool
+from scheduler.collect import Collector
 from scheduler.config import (
     ConfigError,
     SchedulerConfig,
@@ -24,28 +31,19 @@ from scheduler.config import (
 )
 from scheduler.control import ControlServer
 from scheduler.dispatch import Dispatcher
+from scheduler.fires import DISPATCH_LEAD, FirePlanner
 from scheduler.jobset import JobSet
-from scheduler.ledger import (
-    FINAL_STATES,
-    BatchWriter,
-    Change,
-    Ledger,
-    nominal_iso,
-    parse_time,
-)
-from scheduler.progress import RunProgress
+from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso, parse_time
+from scheduler.progress import RunMover
 from scheduler.protocol import AgentClient
-from scheduler.roles import Roles
+from scheduler.runs import DISPATCHED, FINAL_STATES, RUNNING, SCHEDULED, Run
 from scheduler.service import Conflict, NotActive, NotFound
+from scheduler.term import Superseded, Term
 
 log = logging.getLogger("hasched.scheduler")
-RECALL_MARGIN = 0.25  # seconds: a run sent ahead and due sooner may be starting already
-
 COLLECT_EVERY = 1.0
+PROBE_EVERY = 5.0  # a standby's health probes of the agents (what /health shows of them)
 LISTING_CHUNK = 1000  # jobs per piece of GET /v1/jobs: some 10 ms of work between two yields
-# Fires are planned this many seconds early: those that can be sent ahead reach their agent
-# before their time and start there at it (progress.RunProgress); the others wait for it.
-DISPATCH_LEAD = 1.0
 
 
 def _why(e: BaseException) -> str:
@@ -56,13 +54,12 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class Scheduler(Roles, RunProgress):
+class Scheduler:
     """Implements scheduler.service.Service."""
 
     def __init__(self, config: SchedulerConfig, role: str = "active", metrics: Any = None) -> None:
         self.config = config
         self.wanted_role = role
-        self.role = "standby"
         self.metrics = metrics
         # Tokens first: a bad token file is a start-up error (exit 2) before anything is read
         # or written.
@@ -77,36 +74,42 @@ class Scheduler(Roles, RunProgress):
         self.jobset = JobSet(config)
         self.jobset.load(strict=True)
         self.jobset.note_definitions(self.ledger, {})
-        self.dispatcher: Dispatcher | None = None
         self.control = ControlServer(self, Path(config.run_dir))
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Task[None]] = []  # the loops of an active term
+        self._spawned: set[asyncio.Task[None]] = set()  # its other tasks
         self._probe_task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
-        self._advancing: set[tuple[str, int]] = set()
-        self._held: set[tuple[str, int]] = set()  # planned early, waiting for their time
-        self.dispatch_lead = getattr(config, "dispatch_lead", DISPATCH_LEAD)
-        self.overload_after = getattr(config, "overload_after", backlog.OVERLOAD_AFTER)
-        # Agents that did not answer when this term began, and when it began: a run missed
-        # before then may have been sent to one of them by the predecessor.
-        self._unadopted: set[str] = set()
-        self._activated_at: datetime | None = None
-        self._spawned: set[asyncio.Task[None]] = set()
-        self._role_lock = asyncio.Lock()
-        self.plan: Any = None
         self._api_runner: Any = None
+        self.overload_after = getattr(config, "overload_after", backlog.OVERLOAD_AFTER)
+
+        self.pool = AgentPool(self.clients, {n: list(a.labels) for n, a in agents.items()},
+                              metrics)
+        self.adopter = Adopter(self.writer, self.pool)
+        self.term = Term(self.ledger, self.pool, self.adopter, self._start_work,
+                         self._stop_work, metrics)
+        self.dispatcher = Dispatcher(self.writer, self.pool, self.ledger.epoch,
+                                     self.term.superseded, metrics)
+        self.mover = RunMover(self.ledger, self.writer, lambda: self.jobset.jobs, self.term,
+                              self.dispatcher, self._spawn, metrics)
+        self.collector = Collector(self.ledger, self.writer, self.pool,
+                                   Path(config.state_dir) / "output", self.ledger.epoch,
+                                   self.term.tell, self.term.superseded, self.mover.on_final,
+                                   metrics)
+        self.fires = FirePlanner(self.ledger, self.writer, lambda: self.jobset.jobs, self.term,
+                                 self.pool, self.mover, self._spawn,
+                                 getattr(config, "dispatch_lead", DISPATCH_LEAD))
 
     @property
     def jobs(self) -> dict[str, Any]:
         return self.jobset.jobs
 
+    @property
+    def role(self) -> str:
+        """The term's role (read only: the term alone changes it)."""
+        return self.term.role
+
     # -- life cycle --------------------------------------------------------------
     async def start(self) -> None:
-        """Connect to agents, listen (control socket, REST API); then take the role."""
-        agents = self.config.agents or {}
-        self.dispatcher = Dispatcher(
-            self.ledger, self.writer, self.clients, {n: list(a.labels) for n, a in agents.items()},
-            Path(self.config.state_dir), self.metrics, self.ledger.epoch, self._superseded,
-            self._on_final)
+        """Listen (control socket, REST API); then take the role."""
         if self.metrics is not None:
             self.metrics.set_epoch(self.ledger.epoch())
             self.metrics.set_role("standby")
@@ -118,19 +121,18 @@ class Scheduler(Roles, RunProgress):
         self._probe_task = asyncio.create_task(self._probe_loop())
         if self.wanted_role == "active":
             try:
-                await self._activate()
-            except RuntimeError as e:
+                await self.term.activate()
+            except Superseded as e:
                 log.error("cannot become active: %s; running as standby", e)
 
     async def stop(self) -> None:
-        await self._deactivate()
+        await self.term.demote("stopping")
         if self._probe_task:
             self._probe_task.cancel()
         await self.control.stop()
         if self._api_runner is not None:
             await self._api_runner.cleanup()
-        for c in self.clients.values():
-            await c.close()
+        await self.pool.close()
         self.ledger.close()
 
     async def _start_api(self) -> None:
@@ -159,71 +161,59 @@ class Scheduler(Roles, RunProgress):
                               f"{cfg.listen_host}:{cfg.listen_port}: {_why(e)}") from None
         log.info("REST API listening on %s:%s", self.config.listen_host, self.config.listen_port)
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._spawned.add(task)
         task.add_done_callback(self._spawned.discard)
 
-    # -- planning ----------------------------------------------------------------------
+    # -- the work of an active term (the term's hooks) -----------------------------------------
+    async def _start_work(self, latest: dict[str, str], began_at: datetime) -> None:
+        await self.fires.catch_up(latest, began_at)
+        self._tasks = [asyncio.create_task(self.fires.plan_loop()),
+                       asyncio.create_task(self._collect_loop())]
 
-    async def _plan_loop(self) -> None:
-        while True:
-            nxt = self.plan.next_time()
-            lead = timedelta(seconds=self.dispatch_lead)
-            delay = 3600.0 if nxt is None else (nxt - lead - _now()).total_seconds()
-            if delay > 0:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                except TimeoutError:
-                    pass
-            if self.role != "active":
-                return
-            await self._fire([(self.jobs[n], t) for n, t in self.plan.due(_now() + lead)
-                              if n in self.jobs])
-
-    async def _fire(self, fires: list[tuple[Any, datetime]]) -> None:
-        """Record due fires (one transaction), then send each on its way."""
-        if not fires:
-            return
-        paused = {n for n, s in self.ledger.job_states().items() if s["paused"]}
-        changes, rows = [], []
-        for job, t in fires:
-            nominal = nominal_iso(t)
-            changes.append(Change("job", job=job.name, fields={"last_planned": nominal}))
-            if job.name in paused:
-                continue
-            rid = planning.run_id(job.name, t)
-            agent = self.dispatcher.pick_agent(job) if not job.after else None
-            changes.append(Change("create", rid, 1, job.name,
-                                  {"nominal": nominal, "agent": agent}))
-            rows.append((rid, 1))
-        await self.writer.write(changes)
-        for key in rows:
-            row = self.ledger.get_attempt(*key)
-            if row and row["state"] == "scheduled":
-                self._spawn(self._advance(row))
+    async def _stop_work(self) -> None:
+        tasks, self._tasks = self._tasks + list(self._spawned), []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
 
     async def _collect_loop(self) -> None:
-        assert self.dispatcher is not None
-        while self.role == "active":
+        while self.term.active:
             try:
-                await self.dispatcher.collect()
-                reach = self.dispatcher.reachable
-                for agent in [a for a in self._unadopted if reach.get(a)]:
-                    if await self.dispatcher.adopt_agent(agent, _now()):
-                        self._unadopted.discard(agent)
+                await self.collector.collect()
+                await self.term.reconcile()
                 # Scheduled runs move on together; a run bound to an agent that is down waits
                 # for the next pass that finds it up (no timeout per run per pass).
-                pending = [r for r in self.ledger.open_runs() if r["state"] == "scheduled"
-                           and (not r["agent"] or reach.get(r["agent"], False))]
-                if self.role == "active":
-                    await asyncio.gather(*(self._advance(r) for r in pending))
+                reach = self.pool.reachable
+                pending = [r for r in self.ledger.open_runs() if r.state == SCHEDULED
+                           and (not r.agent or reach.get(r.agent, False))]
+                if self.term.active:
+                    await asyncio.gather(*(self.mover.advance(r) for r in pending))
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("collect pass failed; retrying")
             await asyncio.sleep(COLLECT_EVERY)
+
+    async def _probe_loop(self) -> None:
+        while True:
+            if not self.term.active:
+                await self.pool.probe()
+            await asyncio.sleep(PROBE_EVERY)
+
+    # -- Service: roles ------------------------------------------------------------------
+    async def promote(self, epoch: int) -> dict[str, Any]:
+        await self.term.promote(epoch)
+        return {"role": self.term.public_role, "epoch": self.ledger.epoch()}
+
+    async def demote(self) -> dict[str, Any]:
+        await self.term.demote()
+        return {"role": self.term.public_role, "epoch": self.ledger.epoch()}
 
     # -- reload --------------------------------------------------------------------------
     async def reload(self) -> dict[str, Any]:
@@ -233,9 +223,7 @@ class Scheduler(Roles, RunProgress):
         if not errors:
             self._spawn(self.jobset.warm())
             self.jobset.note_definitions(self.ledger, before)
-            if self.role == "active" and self.plan is not None:
-                self.plan.replace_jobs(self.jobs, _now())
-                self._wake.set()
+            self.fires.replace_jobs(self.jobs)
         return {"jobs": len(self.jobs), "errors": errors, "changed": not errors}
 
     def set_log_level(self, level: str) -> None:
@@ -253,7 +241,7 @@ class Scheduler(Roles, RunProgress):
     def health(self) -> dict[str, Any]:
         state = self._store_state()
         behind = self.behind_seconds() if state == "ok" else 0.0
-        return {"role": self._public_role(),
+        return {"role": self.term.public_role,
                 "epoch": self.ledger.epoch() if state == "ok" else None,
                 "version": __version__, "state_store": state, "jobs": len(self.jobs),
                 "behind_seconds": round(behind, 3),
@@ -261,17 +249,15 @@ class Scheduler(Roles, RunProgress):
 
     def behind_seconds(self) -> float:
         """How far behind its fires this scheduler is (scheduler/backlog.py); 0 on a standby."""
-        if self.role != "active" or self.plan is None:
+        plan = self.fires.plan
+        if not self.term.active or plan is None:
             return 0.0
-        return backlog.behind_seconds(_now(), self.plan.next_time(), self.ledger.open_runs(),
+        return backlog.behind_seconds(_now(), plan.next_time(), self.ledger.open_runs(),
                                       self.jobs, parse_time)
 
-    def _public_role(self) -> str:
-        return "active" if self.role == "active" else "standby"
-
     def status(self) -> dict[str, Any]:
-        reach = self.dispatcher.reachable_count() if self.dispatcher else 0
-        return {"role": self._public_role(), "epoch": self.ledger.epoch(), "pid": os.getpid(),
+        reach = self.pool.reachable_count()
+        return {"role": self.term.public_role, "epoch": self.ledger.epoch(), "pid": os.getpid(),
                 "version": __version__, "jobs": len(self.jobs), "agents": len(self.clients),
                 "agents_reachable": reach, "definitions": self.jobset.definitions()}
 
@@ -291,7 +277,7 @@ class Scheduler(Roles, RunProgress):
         view["paused"] = paused
         nxt = None
         if not paused:
-            plan = self.plan if self.role == "active" else None
+            plan = self.fires.plan if self.term.active else None
             nxt = plan.next_fire(job.name) if plan is not None else job.trigger.next_after(now)
         view["next_fire"] = nominal_iso(nxt) if nxt else None
         return view
@@ -305,7 +291,7 @@ class Scheduler(Roles, RunProgress):
         while 100k jobs are listed. `self.jobs` is taken once (a reload replaces the dict,
         never changes it), so a listing is of one generation of definitions."""
         jobs, paused, now = self.jobs, self.ledger.paused_jobs(), _now()
-        plan = self.plan if self.role == "active" else None
+        plan = self.fires.plan if self.term.active else None
         shown: dict[datetime | None, str] = {None: "null"}  # many jobs share a next fire
         names = sorted(jobs)
         yield '{"jobs": ['
@@ -350,20 +336,20 @@ class Scheduler(Roles, RunProgress):
         job = self.jobs.get(name)
         if job is None:
             raise NotFound(f"no job {name!r}")
-        if self.role != "active":
+        if not self.term.active:
             raise NotActive("this scheduler is standby")
         unfinished = self.ledger.open_runs(name) if job.concurrency == "forbid" else []
         if unfinished:
             r = unfinished[-1]
-            raise Conflict(f"job {name!r} has an unfinished run {r['run_id']} ({r['state']}) "
+            raise Conflict(f"job {name!r} has an unfinished run {r.run_id} ({r.state}) "
                            "and concurrency=forbid: no manual run started")
         t = _now().replace(microsecond=0)
         rid = planning.manual_run_id(name, t)
         await self.writer.write([Change("create", rid, 1, name, {
-            "nominal": nominal_iso(t), "manual": 1, "agent": self.dispatcher.pick_agent(job)})])
+            "nominal": nominal_iso(t), "manual": 1, "agent": self.pool.pick(job)})])
         row = self.ledger.get_run(rid)
-        if row and row["state"] == "scheduled":
-            self._spawn(self._advance(row))
+        if row and row.state == SCHEDULED:
+            self._spawn(self.mover.advance(row))
         return self._run_view(row)
 
     async def _set_paused(self, name: str, paused: bool) -> dict[str, Any]:
@@ -372,22 +358,8 @@ class Scheduler(Roles, RunProgress):
         await self.writer.write([Change("job", job=name, fields={"paused": paused})])
         log.info("job %s %s", name, "paused" if paused else "resumed")
         if paused:
-            await self._recall_sent_ahead(name)
+            await self.mover.recall_sent_ahead(name)
         return self._job_view(name)
-
-    async def _recall_sent_ahead(self, name: str) -> None:
-        """Planned fires already sent ahead (`dispatch_lead`) and not yet due are cancelled at
-        their agent, which ends them with nothing started. One due within RECALL_MARGIN may be
-        starting already: it is left alone rather than killed as it starts."""
-        if self.role != "active" or self.dispatcher is None:
-            return
-        horizon = datetime.now(UTC) + timedelta(seconds=RECALL_MARGIN)
-        for row in self.ledger.in_flight(name):
-            # Sent, or taken by the agent (running, started_at still empty) to start later.
-            if (not row["started_at"] and not row["manual"] and row["attempt"] == 1
-                    and parse_time(row["nominal"]) > horizon):
-                log.info("job %s paused: recalling %s, sent ahead", name, row["run_id"])
-                await self.dispatcher.cancel(row)
 
     async def pause(self, name: str) -> dict[str, Any]:
         return await self._set_paused(name, True)
@@ -397,12 +369,10 @@ class Scheduler(Roles, RunProgress):
 
     # -- Service: runs ----------------------------------------------------------------------
     @staticmethod
-    def _run_view(row: dict[str, Any] | None) -> dict[str, Any]:
+    def _run_view(row: Run | None) -> dict[str, Any]:
         if row is None:
             raise NotFound("no such run")
-        view = dict(row)
-        view["manual"] = bool(view["manual"])
-        return view
+        return row.to_dict()
 
     def list_runs(self, job: str | None = None, state: str | None = None,
                   since: str | None = None, until: str | None = None,
@@ -413,16 +383,18 @@ class Scheduler(Roles, RunProgress):
         return self._run_view(self.ledger.get_run(run_id))
 
     async def run_output(self, run_id: str, stream: str = "stdout") -> str:
-        row = self._run_view(self.ledger.get_run(run_id))
-        if row["output_path"]:
-            path = Path(f"{row['output_path']}.{stream}")
+        row = self.ledger.get_run(run_id)
+        if row is None:
+            raise NotFound("no such run")
+        if row.output_path:
+            path = Path(f"{row.output_path}.{stream}")
             if path.exists():
                 return await asyncio.to_thread(path.read_text, errors="replace")
-            if row["state"] in FINAL_STATES:
+            if row.state in FINAL_STATES:
                 return ""  # collected: a stream with no output is not written
-        if row["state"] in ("dispatched", "running") and row["agent"] in self.clients:
+        if row.state in (DISPATCHED, RUNNING) and row.agent in self.clients:
             try:  # a read, allowed to a standby too
-                return await self.clients[row["agent"]].output(row["run_id"], row["attempt"],
+                return await self.clients[row.agent].output(row.run_id, row.attempt,
                                                                stream)
             except Exception as e:
                 raise NotFound(f"output of {run_id} not available: {e}") from e

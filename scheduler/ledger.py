@@ -17,15 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from scheduler.runs import FINAL_STATES, OPEN_STATES, RUN_FIELDS, STATES, Run
 from scheduler.statedir import FILE_MODE, make_private, private_dir
 
-STATES = ("scheduled", "dispatched", "running", "succeeded", "failed", "timed-out",
-          "cancelled", "lost")
-OPEN_STATES = ("scheduled", "dispatched", "running")
-FINAL_STATES = ("succeeded", "failed", "timed-out", "cancelled", "lost")
-RUN_FIELDS = ("run_id", "attempt", "job", "nominal", "state", "agent", "epoch", "exit_code",
-              "reason", "scheduled_at", "dispatched_at", "started_at", "finished_at",
-              "output_path", "manual", "stdout_dropped", "stderr_dropped")
+__all__ = ["FINAL_STATES", "OPEN_STATES", "STATES", "BatchWriter", "Change", "Ledger",
+           "LedgerError", "Run", "nominal_iso", "parse_time", "utc_iso"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -70,7 +66,9 @@ def parse_time(text: str) -> datetime:
 
 @dataclass(frozen=True)
 class Change:
-    """One state change.
+    """One state change, self-contained: it carries every value it sets, so that the same change
+    applied to another copy of the ledger (a standby following the active) gives the same row.
+    Nothing in `apply` reads the clock or picks a value.
 
     op: "create"  insert a run if (run_id, attempt) is absent (a known identity is never re-created)
         "update"  set `fields` on a run, only while its state is in `when` (if given)
@@ -78,6 +76,9 @@ class Change:
         "job"     set paused / last_planned / first_seen / trigger of a job ("" forgets the
                   last two)
         "epoch"   raise the epoch to fields["epoch"] (never lowers it)
+
+    A "create" or "adopt" without `scheduled_at` gets the time the change was made, here: the
+    moment the writer decided it, not the moment (or the node) it is applied.
     """
 
     op: str
@@ -86,6 +87,10 @@ class Change:
     job: str = ""
     fields: Mapping[str, Any] = field(default_factory=dict)
     when: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.op in ("create", "adopt") and "scheduled_at" not in self.fields:
+            object.__setattr__(self, "fields", {**self.fields, "scheduled_at": utc_iso()})
 
 
 Listener = Callable[[list[Change]], None]
@@ -180,7 +185,6 @@ class Ledger:
             row = {"run_id": ch.run_id, "attempt": ch.attempt, "job": ch.job, **f}
             row.setdefault("state", "scheduled")
             _check_fields(row)
-            row.setdefault("scheduled_at", utc_iso())
             row["manual"] = int(bool(row.get("manual", 0)))
             cols = ", ".join(row)
             marks = ", ".join("?" * len(row))
@@ -199,10 +203,10 @@ class Ledger:
         if ch.op == "adopt":
             _check_fields(f)
             row = {"run_id": ch.run_id, "attempt": ch.attempt, "job": ch.job, **f}
-            row.setdefault("scheduled_at", utc_iso())
             cols = ", ".join(row)
             marks = ", ".join("?" * len(row))
-            sets = ", ".join(f"{k} = excluded.{k}" for k in f)
+            # scheduled_at is when the ledger first knew the run: an adoption never moves it.
+            sets = ", ".join(f"{k} = excluded.{k}" for k in f if k != "scheduled_at")
             final = ", ".join(f"'{s}'" for s in FINAL_STATES)
             cur = c.execute(
                 f"INSERT INTO runs ({cols}) VALUES ({marks}) ON CONFLICT (run_id, attempt) "
@@ -259,20 +263,23 @@ class Ledger:
         except LedgerError as e:
             return f"error: {e}"
 
-    def get_attempt(self, run_id: str, attempt: int) -> dict[str, Any] | None:
-        rows = self._query("SELECT * FROM runs WHERE run_id = ? AND attempt = ?",
-                           (run_id, attempt))
+    def _runs(self, sql: str, args: Iterable[Any] = ()) -> list[Run]:
+        return [Run.from_row(r) for r in self._query(sql, args)]
+
+    def get_attempt(self, run_id: str, attempt: int) -> Run | None:
+        rows = self._runs("SELECT * FROM runs WHERE run_id = ? AND attempt = ?",
+                          (run_id, attempt))
         return rows[0] if rows else None
 
-    def get_run(self, run_id: str) -> dict[str, Any] | None:
+    def get_run(self, run_id: str) -> Run | None:
         """The latest attempt of a run."""
-        rows = self._query("SELECT * FROM runs WHERE run_id = ? ORDER BY attempt DESC LIMIT 1",
-                           (run_id,))
+        rows = self._runs("SELECT * FROM runs WHERE run_id = ? ORDER BY attempt DESC LIMIT 1",
+                          (run_id,))
         return rows[0] if rows else None
 
     def list_runs(self, job: str | None = None, state: str | None = None,
                   since: str | None = None, until: str | None = None,
-                  limit: int = 100) -> list[dict[str, Any]]:
+                  limit: int = 100) -> list[Run]:
         """Runs (every attempt), newest nominal time first; since/until bound the nominal time."""
         where, args = [], []
         if job:
@@ -291,29 +298,29 @@ class Ledger:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY nominal DESC, attempt DESC LIMIT ?"
-        return self._query(sql, [*args, max(0, int(limit))])
+        return self._runs(sql, [*args, max(0, int(limit))])
 
-    def open_runs(self, job: str | None = None) -> list[dict[str, Any]]:
+    def open_runs(self, job: str | None = None) -> list[Run]:
         """Runs not finished yet (scheduled, dispatched, running), oldest first."""
         sql = "SELECT * FROM runs WHERE state IN ('scheduled', 'dispatched', 'running')"
         args: list[Any] = []
         if job:
             sql += " AND job = ?"
             args.append(job)
-        return self._query(sql + " ORDER BY nominal, attempt", args)
+        return self._runs(sql + " ORDER BY nominal, attempt", args)
 
-    def in_flight(self, job: str) -> list[dict[str, Any]]:
+    def in_flight(self, job: str) -> list[Run]:
         """Runs of a job handed to an agent and not finished (what concurrency looks at)."""
-        return self._query("SELECT * FROM runs WHERE job = ? AND state IN "
+        return self._runs("SELECT * FROM runs WHERE job = ? AND state IN "
                            "('dispatched', 'running') ORDER BY nominal", (job,))
 
     def latest_state(self, run_id: str) -> str | None:
         row = self.get_run(run_id)
-        return row["state"] if row else None
+        return row.state if row else None
 
-    def runs_between(self, job: str, start: str, end: str) -> list[dict[str, Any]]:
+    def runs_between(self, job: str, start: str, end: str) -> list[Run]:
         """Latest attempts of a job's runs with start <= nominal < end (dependency lookups)."""
-        return self._query(
+        return self._runs(
             "SELECT r.* FROM runs r WHERE r.job = ? AND r.nominal >= ? AND r.nominal < ? AND "
             "r.attempt = (SELECT MAX(attempt) FROM runs x WHERE x.run_id = r.run_id) "
             "ORDER BY r.nominal", (job, start, end))

@@ -1,18 +1,29 @@
-"""Moving a scheduled run on: wait (dependencies, a retry's time, a pool member that may have
-run it), cancel, or dispatch; and what follows a final state (retries)."""
+"""The run mover: moving a scheduled run on (wait for its time, its dependencies, a pool member
+that may have run it; cancel; or dispatch) and what follows a final state (retries).
+
+It acts on the term's behalf and asks it only two things: is the term active, and which agents
+it is not sure of yet (scheduler.term). Policies are the planner's (scheduler.planner).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from scheduler import planner as planning
-from scheduler.ledger import OPEN_STATES, Change, nominal_iso, parse_time, utc_iso
+from scheduler.dispatch import Dispatcher
+from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso, parse_time, utc_iso
+from scheduler.runs import CANCELLED, OPEN_STATES, RETRIED_STATES, SCHEDULED, SUCCEEDED, Run
+from scheduler.term import Term
 from scheduler.triggers import zone
 
 log = logging.getLogger("hasched.scheduler")
+
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+RECALL_MARGIN = 0.25  # seconds: a run sent ahead and due sooner may be starting already
 
 
 def _now() -> datetime:
@@ -33,74 +44,85 @@ def _day_end(job: Any, nominal: datetime) -> datetime:
     return _day_bounds(job, None, nominal)[1]
 
 
-class RunProgress:
-    """How the Scheduler moves runs on (a mixin of scheduler.daemon.Scheduler, whose ledger,
-    writer, dispatcher and jobs it uses)."""
+class RunMover:
+    def __init__(self, ledger: Ledger, writer: BatchWriter, jobs: Callable[[], Mapping[str, Any]],
+                 term: Term, dispatcher: Dispatcher, spawn: Spawn, metrics: Any = None,
+                 clock: Callable[[], datetime] = _now) -> None:
+        """`jobs()`: the jobs in force (a reload replaces them); `spawn(coro)` runs a task of
+        the active term (cancelled at demotion)."""
+        self.ledger = ledger
+        self.writer = writer
+        self.jobs = jobs
+        self.term = term
+        self.dispatcher = dispatcher
+        self.spawn = spawn
+        self.metrics = metrics
+        self.clock = clock
+        self._advancing: set[tuple[str, int]] = set()
+        self._held: set[tuple[str, int]] = set()  # planned early, waiting for their time
 
-    async def _advance(self, row: dict[str, Any]) -> None:
+    async def advance(self, run: Run) -> None:
         """Move a scheduled run on: wait, cancel, or dispatch (policies decided here)."""
-        key = (row["run_id"], row["attempt"])
-        if key in self._advancing or self.role != "active":
+        if run.key in self._advancing or not self.term.active:
             return
-        self._advancing.add(key)
+        self._advancing.add(run.key)
         try:
-            await self._advance_one(row)
+            await self._advance(run)
         finally:
-            self._advancing.discard(key)
+            self._advancing.discard(run.key)
 
-    async def _advance_one(self, row: dict[str, Any]) -> None:
-        assert self.dispatcher is not None
-        key = (row["run_id"], row["attempt"])
-        job = self.jobs.get(row["job"])
+    async def _advance(self, run: Run) -> None:
+        key = run.key
+        job = self.jobs().get(run.job)
         if job is None:
-            await self._close(key, "cancelled", "job is no longer defined")
+            await self.close(key, CANCELLED, "job is no longer defined")
             return
-        if row["scheduled_at"] and parse_time(row["scheduled_at"]) > _now():
+        if run.scheduled_at and parse_time(run.scheduled_at) > self.clock():
             return  # a retry waiting for its time
-        nominal = parse_time(row["nominal"])
-        if nominal > _now() and not self._sendable_ahead(job, row):
+        nominal = parse_time(run.nominal)
+        if nominal > self.clock() and not self._sendable_ahead(job, run):
             self._hold_until(key, nominal)
             return
-        unsure = self._unsure_members(job, row)
+        unsure = self.term.unsure_members(job, run)
         if unsure:
-            await self._hold(key, row, job, unsure)
+            await self._hold(run, job, unsure)
             return
-        if job.after and not row["manual"]:
+        if job.after and not run.manual:
             lookup = self._dependency_lookup(job, nominal)
             dep = planning.dependency_state(job, nominal, lookup)
             if dep == "wait":
-                waiting = [d for d in job.after if lookup(d, None) != "succeeded"]
-                if _now() >= _day_end(job, nominal):
-                    await self._close(key, "cancelled", "dependencies did not succeed by the end "
-                                      f"of the day: {', '.join(waiting)}")
-                elif row["reason"] != (why := f"waiting for {', '.join(waiting)}"):
+                waiting = [d for d in job.after if lookup(d, None) != SUCCEEDED]
+                if self.clock() >= _day_end(job, nominal):
+                    await self.close(key, CANCELLED, "dependencies did not succeed by the end "
+                                     f"of the day: {', '.join(waiting)}")
+                elif run.reason != (why := f"waiting for {', '.join(waiting)}"):
                     await self.writer.write([Change("update", *key, fields={"reason": why},
-                                                    when=("scheduled",))])
+                                                    when=(SCHEDULED,))])
                 return
             if dep == "failed":
                 failed = [d for d in job.after if lookup(d, None) == "failed"]
-                await self._close(key, "cancelled", f"dependency failed: {', '.join(failed)}")
+                await self.close(key, CANCELLED, f"dependency failed: {', '.join(failed)}")
                 return
-        others = [r for r in self.ledger.in_flight(job.name) if r["run_id"] != row["run_id"]]
+        others = [r for r in self.ledger.in_flight(job.name) if r.run_id != run.run_id]
         decision = planning.concurrency_decision(job, len(others))
         if decision == "skip":
-            await self._close(key, "cancelled", "previous run still in flight (concurrency=forbid)")
+            await self.close(key, CANCELLED, "previous run still in flight (concurrency=forbid)")
             return
         if decision == "replace":
             for other in others:
                 await self.dispatcher.cancel(other)
-        await self.dispatcher.dispatch(row, job)
+        await self.dispatcher.dispatch(run, job)
 
-    def _sendable_ahead(self, job: Any, row: dict[str, Any]) -> bool:
+    def _sendable_ahead(self, job: Any, run: Run) -> bool:
         """May this run go to its agent before its time (to start there at it)? Only when
         nothing that can change before then decides its fate: a planned first attempt, no
         dependencies, and overlap allowed or nothing in flight under forbid."""
-        if row["manual"] or row["attempt"] != 1 or job.after:
+        if not run.planned or job.after:
             return False
         if job.concurrency == "allow":
             return True
         return job.concurrency == "forbid" and not any(
-            r["run_id"] != row["run_id"] for r in self.ledger.in_flight(job.name))
+            r.run_id != run.run_id for r in self.ledger.in_flight(job.name))
 
     def _hold_until(self, key: tuple[str, int], at: datetime) -> None:
         """Come back to a run planned early at its nominal time (once per run)."""
@@ -110,12 +132,24 @@ class RunProgress:
 
         def due() -> None:
             self._held.discard(key)
-            row = self.ledger.get_attempt(*key)
-            if row and row["state"] == "scheduled":
-                self._spawn(self._advance(row))
+            run = self.ledger.get_attempt(*key)
+            if run and run.state == SCHEDULED:
+                self.spawn(self.advance(run))
 
-        delay = max(0.0, (at - _now()).total_seconds())
+        delay = max(0.0, (at - self.clock()).total_seconds())
         asyncio.get_running_loop().call_later(delay, due)
+
+    async def _hold(self, run: Run, job: Any, unsure: list[str]) -> None:
+        """Keep the run scheduled until those agents answer (then it is adopted or sent), or
+        cancel it once the misfire grace has passed."""
+        who = f"agent{'s' if len(unsure) > 1 else ''} {', '.join(unsure)}"
+        if self.clock() - parse_time(run.nominal) > timedelta(seconds=job.misfire.grace):
+            await self.close(run.key, CANCELLED, f"{who} stayed unreachable for the misfire "
+                             "grace; not sent to another agent: it may already have run there")
+        elif run.reason != (why := f"waiting: {who} unreachable, cannot rule out that it "
+                                   "already ran"):
+            await self.writer.write([Change("update", *run.key, fields={
+                "reason": why, "agent": None}, when=(SCHEDULED,))])
 
     def _dependency_lookup(self, job: Any, nominal: datetime) -> Any:
         """lookup(dep, local_date) for planner.dependency_state: the state of dep's runs on a
@@ -129,33 +163,49 @@ class RunProgress:
             runs = self.ledger.runs_between(dep, nominal_iso(start), nominal_iso(end))
             if not runs:
                 state = None
-            elif any(r["state"] in OPEN_STATES for r in runs):
+            elif any(r.state in OPEN_STATES for r in runs):
                 state = "pending"
             else:
-                state = "succeeded" if runs[-1]["state"] == "succeeded" else "failed"
+                state = SUCCEEDED if runs[-1].state == SUCCEEDED else "failed"
             cache[dep] = state
             return state
         return lookup
 
-    async def _close(self, key: tuple[str, int], state: str, reason: str) -> None:
+    async def recall_sent_ahead(self, job_name: str) -> None:
+        """The job was paused: its planned fires already sent ahead (`dispatch_lead`) and not
+        yet due are cancelled at their agent, which ends them with nothing started. One due
+        within RECALL_MARGIN may be starting already: it is left alone rather than killed as it
+        starts."""
+        if not self.term.active:
+            return
+        horizon = self.clock() + timedelta(seconds=RECALL_MARGIN)
+        for run in self.ledger.in_flight(job_name):
+            # Sent, or taken by the agent (running, started_at still empty) to start later.
+            if not run.started_at and run.planned and parse_time(run.nominal) > horizon:
+                log.info("job %s paused: recalling %s, sent ahead", job_name, run.run_id)
+                await self.dispatcher.cancel(run)
+
+    async def close(self, key: tuple[str, int], state: str, reason: str) -> None:
+        """End a run that is still scheduled (it never reached an agent)."""
         done = await self.writer.write([Change("update", *key, fields={
-            "state": state, "reason": reason, "finished_at": utc_iso()}, when=("scheduled",))])
+            "state": state, "reason": reason, "finished_at": utc_iso()}, when=(SCHEDULED,))])
         if done[0]:
             log.info("run %s attempt %s %s: %s", key[0], key[1], state, reason)
             if self.metrics is not None:
                 self.metrics.count_run(state)
 
-    async def _on_final(self, row: dict[str, Any]) -> None:
-        job = self.jobs.get(row["job"])
-        if job is None or row["state"] not in ("failed", "timed-out", "lost"):
+    async def on_final(self, run: Run) -> None:
+        """After a final state: the next attempt, when the job's retries allow one."""
+        job = self.jobs().get(run.job)
+        if job is None or run.state not in RETRIED_STATES:
             return
-        if row["attempt"] > job.retries.count:
+        if run.attempt > job.retries.count:
             return
-        finished = parse_time(row["finished_at"]) if row["finished_at"] else _now()
-        at = planning.retry_at(job, row["attempt"], finished)
+        finished = parse_time(run.finished_at) if run.finished_at else self.clock()
+        at = planning.retry_at(job, run.attempt, finished)
         if at is None:
             return
-        await self.writer.write([Change("create", row["run_id"], row["attempt"] + 1, row["job"], {
-            "nominal": row["nominal"], "scheduled_at": utc_iso(at), "agent": None,
-            "manual": row["manual"], "reason": f"retry of attempt {row['attempt']}"})])
-        log.info("run %s: attempt %d at %s", row["run_id"], row["attempt"] + 1, utc_iso(at))
+        await self.writer.write([Change("create", run.run_id, run.attempt + 1, run.job, {
+            "nominal": run.nominal, "scheduled_at": utc_iso(at), "agent": None,
+            "manual": run.manual, "reason": f"retry of attempt {run.attempt}"})])
+        log.info("run %s: attempt %d at %s", run.run_id, run.attempt + 1, utc_iso(at))

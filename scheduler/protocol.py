@@ -18,14 +18,23 @@ from urllib.parse import quote
 
 log = logging.getLogger("hasched.dispatch")
 
-# Run states (docs/interfaces.md). Only RUNNING is not final.
+# Run states (docs/interfaces.md): the one definition, for the scheduler's ledger and the agent.
+# SCHEDULED and DISPATCHED are the scheduler's before an agent holds the run; LOST is the
+# scheduler's verdict on a run its agent does not know. An agent's record is RUNNING or one of
+# the other final states (AGENT_STATES).
+SCHEDULED = "scheduled"
+DISPATCHED = "dispatched"
 RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 TIMED_OUT = "timed-out"
 CANCELLED = "cancelled"
-STATES = (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED)
-FINAL_STATES = frozenset(STATES) - {RUNNING}
+LOST = "lost"
+STATES = (SCHEDULED, DISPATCHED, RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, LOST)
+OPEN_STATES = (SCHEDULED, DISPATCHED, RUNNING)
+FINAL_STATES = (SUCCEEDED, FAILED, TIMED_OUT, CANCELLED, LOST)
+AGENT_STATES = (RUNNING, SUCCEEDED, FAILED, TIMED_OUT, CANCELLED)
+RETRIED_STATES = (FAILED, TIMED_OUT, LOST)  # the ends a job's retries apply to
 
 STREAMS = ("stdout", "stderr")
 JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -92,7 +101,7 @@ def make_run(
     stderr_dropped: int = 0,
 ) -> dict[str, Any]:
     """The RUN object of the agent API, with every field present."""
-    if state not in STATES:
+    if state not in AGENT_STATES:
         raise ProtocolError(f"field 'state': unknown state {state!r}")
     return {
         "run_id": run_id,

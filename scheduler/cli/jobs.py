@@ -22,8 +22,8 @@ from scheduler.cli.output import (
     stale_line,
 )
 from scheduler.cli.runs import TimeParam
+from scheduler.protocol import OPEN_STATES
 
-OPEN_STATES = ("scheduled", "dispatched", "running")
 JOB_ORDER = ("name", "paused", "next_fire", "schedule", "cron", "every", "at", "timezone",
              "agent", "pool", "command", "timeout", "retries")
 

@@ -1,0 +1,229 @@
+"""The term: this scheduler's role and everything about the term it is in.
+
+One owner of every HA decision (Patroni's ha.py is the model, kept small): becoming active,
+going back to standby, being superseded, and reconciling with an agent that did not answer when
+the term began. Each such cycle starts from a snapshot of the term and ends with one sentence
+saying what it decided, logged. The term decides; the parts act: the agent pool probes and
+pushes, the adopter takes in what agents ran, the daemon's hooks start and stop the work of an
+active term (catch-up, the planning and collecting loops).
+
+What a term is: an epoch (durable in the ledger, raised by each promotion), when it began,
+which agents it has not yet reconciled with (those that did not answer then: a run missed
+before may have gone to one of them), and which agents were told the epoch (an agent that holds
+it refuses our cut-off predecessor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from scheduler.adopt import Adopter
+from scheduler.agents import AgentPool
+from scheduler.ledger import Ledger, parse_time
+from scheduler.protocol import StaleEpoch
+from scheduler.runs import Run
+
+log = logging.getLogger("hasched.scheduler")
+
+ACTIVE = "active"
+STANDBY = "standby"
+DEMOTING = "demoting"  # superseded: no new work from now on, the demotion under way
+
+Begin = Callable[[dict[str, str], datetime], Awaitable[None]]
+End = Callable[[], Awaitable[None]]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Superseded(RuntimeError):
+    """Agents have seen a higher epoch than ours: another scheduler is active."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The term as a cycle found it."""
+
+    role: str
+    epoch: int
+    began_at: datetime | None
+    answering: tuple[str, ...]
+    unreconciled: frozenset[str]
+
+
+def _names(agents: Iterable[str]) -> str:
+    return ", ".join(sorted(agents)) or "none"
+
+
+class Term:
+    def __init__(self, ledger: Ledger, pool: AgentPool, adopter: Adopter, on_active: Begin,
+                 on_standby: End, metrics: Any = None,
+                 clock: Callable[[], datetime] = _now) -> None:
+        """`on_active(latest, began_at)` starts the work of an active term (latest: per job,
+        the newest fire the agents showed); `on_standby()` stops it."""
+        self.ledger = ledger
+        self.pool = pool
+        self.adopter = adopter
+        self.on_active = on_active
+        self.on_standby = on_standby
+        self.metrics = metrics
+        self.clock = clock
+        self.role = STANDBY
+        self.began_at: datetime | None = None
+        self.unreconciled: set[str] = set()
+        # The epoch each agent last confirmed to us: below ours, the agent must be told ours
+        # before anything else is asked of it (it could still obey our cut-off predecessor).
+        self.told: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+        self._demotions: set[asyncio.Task[str]] = set()
+
+    # -- what the term is ----------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        return self.ledger.epoch()
+
+    @property
+    def active(self) -> bool:
+        return self.role == ACTIVE
+
+    @property
+    def public_role(self) -> str:
+        """What status and /health say: demoting is standby already."""
+        return ACTIVE if self.active else STANDBY
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.role, self.epoch, self.began_at, tuple(self.pool.answering()),
+                        frozenset(self.unreconciled))
+
+    def _set_role(self, role: str) -> None:
+        if role != self.role:
+            log.warning("role: %s -> %s (epoch %d)", self.role, role, self.epoch)
+        self.role = role
+        if self.metrics is not None:
+            self.metrics.set_role(role)
+
+    @staticmethod
+    def _decided(sentence: str, level: int = logging.INFO) -> str:
+        log.log(level, "term: %s", sentence)
+        return sentence
+
+    # -- cycles ----------------------------------------------------------------------------
+    async def promote(self, epoch: int) -> str:
+        """Raise the epoch (durable before we act under it), then become active."""
+        new = self.ledger.raise_epoch(epoch)
+        if self.metrics is not None:
+            self.metrics.set_epoch(new)
+        return await self.activate()
+
+    async def activate(self) -> str:
+        """Become active: refuse when agents have seen a higher epoch (Superseded); tell the
+        answering agents our epoch, adopt what they ran, then start the work."""
+        async with self._lock:
+            snap = self.snapshot()
+            if snap.role == ACTIVE:
+                return self._decided(f"already active at epoch {snap.epoch}")
+            seen = await self.pool.probe()
+            if seen > snap.epoch:
+                self._decided(f"SUPERSEDED: agents have seen epoch {seen} > ours {snap.epoch}; "
+                              "staying standby", logging.ERROR)
+                raise Superseded(f"agents have seen epoch {seen} > {snap.epoch}: "
+                                 "another scheduler is active")
+            # Before anything is adopted or sent: an agent that holds our epoch refuses our
+            # cut-off predecessor from now on, not only once we first send it an order.
+            # Only the agents that answered the probe: a dead node's agent would hold the
+            # failover for a timeout at each step. The collect loop tells and adopts it later.
+            up = self.pool.answering()
+            refused = await self.tell_all(up)
+            if refused:
+                agent, e = refused[0]
+                self._decided(f"SUPERSEDED: agent {agent} refused our epoch {snap.epoch} ({e}); "
+                              "staying standby", logging.ERROR)
+                raise Superseded(f"agent {agent} has seen epoch {e.agent_epoch} > "
+                                 f"{snap.epoch}: another scheduler is active")
+            self._set_role(ACTIVE)
+            now = self.clock()
+            latest, self.unreconciled = await self.adopter.adopt(now, up)
+            self.began_at = now
+            await self.on_active(latest, now)
+            later = (f"; not yet reconciled: {_names(self.unreconciled)}"
+                     if self.unreconciled else "")
+            return self._decided(f"active at epoch {snap.epoch}: told and reconciled "
+                                 f"{_names(up)}{later}")
+
+    async def demote(self, why: str = "asked to") -> str:
+        """Stop the work of the term and go back to standby."""
+        async with self._lock:
+            snap = self.snapshot()
+            await self.on_standby()
+            self._set_role(STANDBY)
+            was = "" if snap.role == STANDBY else f" ({why}; was {snap.role})"
+            return self._decided(f"standby at epoch {snap.epoch}{was}")
+
+    def superseded(self, agent: str, e: StaleEpoch) -> None:
+        """An agent refused our epoch: demote at once (no new dispatch from here on)."""
+        if not self.active:
+            return
+        log.error("SUPERSEDED: agent %s refused our epoch %d (%s); demoting to standby",
+                  agent, self.epoch, e)
+        self.role = DEMOTING  # stops new dispatches at once; the task below finishes the job
+        task = asyncio.get_running_loop().create_task(
+            self.demote(f"agent {agent} has seen epoch {e.agent_epoch}"))
+        self._demotions.add(task)
+        task.add_done_callback(self._demotions.discard)
+
+    async def reconcile(self) -> str | None:
+        """Adopt what the agents unreconciled at the start of the term ran, for those that
+        answer now. The sentence when one was reconciled, else None (a collect pass runs this
+        every second)."""
+        snap = self.snapshot()
+        if snap.role != ACTIVE or not snap.unreconciled:
+            return None
+        done = []
+        for agent in sorted(snap.unreconciled):
+            if self.pool.reachable.get(agent) and await self.adopter.adopt_agent(agent,
+                                                                                 self.clock()):
+                self.unreconciled.discard(agent)  # at once: runs held for it may go on
+                done.append(agent)
+        if not done:
+            return None
+        rest = f"; still not: {_names(self.unreconciled)}" if self.unreconciled else ""
+        return self._decided(f"reconciled with {_names(done)} at epoch {snap.epoch}{rest}")
+
+    # -- the epoch at the agents ----------------------------------------------------------
+    async def tell(self, agent: str) -> bool:
+        """Make sure the agent holds our epoch. False when it did not answer (told again at
+        the next contact). Raises StaleEpoch when it has seen a higher epoch."""
+        epoch = self.epoch
+        if self.told.get(agent, -1) >= epoch:
+            return True
+        if not await self.pool.push_epoch(agent, epoch):
+            return False
+        self.told[agent] = epoch
+        return True
+
+    async def tell_all(self, names: list[str]) -> list[tuple[str, StaleEpoch]]:
+        """Tell these agents our epoch at once; the agents that refused it (seen a higher one)."""
+        results = await asyncio.gather(*(self.tell(n) for n in names), return_exceptions=True)
+        refused = []
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, StaleEpoch):
+                refused.append((name, result))
+            elif isinstance(result, BaseException):
+                raise result
+        return refused
+
+    # -- what the term means for a run ------------------------------------------------------
+    def unsure_members(self, job: Any, run: Run) -> list[str]:
+        """The pool members not reconciled since this term began, for a planned fire from
+        before then: the predecessor may have sent it to one of them, and a run sent to another
+        member would run twice."""
+        if (job.agent or not run.planned or not self.unreconciled or self.began_at is None
+                or parse_time(run.nominal) >= self.began_at):
+            return []
+        return sorted(a for a in self.unreconciled if job.pool in self.pool.labels.get(a, ()))

@@ -1,0 +1,160 @@
+"""The term: activation, demotion, being superseded, reconciling late agents, the epoch told."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agentfakes import FakeAgent
+
+from scheduler.adopt import Adopter
+from scheduler.agents import AgentPool
+from scheduler.jobs import Job
+from scheduler.ledger import BatchWriter, Ledger
+from scheduler.protocol import StaleEpoch
+from scheduler.runs import Run
+from scheduler.term import ACTIVE, DEMOTING, STANDBY, Superseded, Term
+from scheduler.triggers import IntervalTrigger
+
+pytestmark = pytest.mark.unit
+
+BEGAN = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+class Work:
+    """The daemon's hooks: what an active term starts and stops."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[dict[str, str], datetime]] = []
+        self.stopped = 0
+
+    async def start(self, latest: dict[str, str], began_at: datetime) -> None:
+        self.started.append((latest, began_at))
+
+    async def stop(self) -> None:
+        self.stopped += 1
+
+
+def make_term(tmp_path: Path, *agents: FakeAgent, epoch: int = 5) -> tuple[Term, Work, Ledger]:
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.raise_epoch(epoch)
+    pool = AgentPool({a.name: a for a in agents}, {a.name: ["workers"] for a in agents})
+    work = Work()
+    term = Term(ledger, pool, Adopter(BatchWriter(ledger), pool), work.start, work.stop,
+                clock=lambda: BEGAN)
+    return term, work, ledger
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_activation_tells_the_answering_agents_adopts_their_runs_and_starts_the_work(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    a, b = FakeAgent("a", epoch=4), FakeAgent("b", up=False)
+    a.add("beat@2026-01-01T11:59:00Z", "beat")
+    term, work, ledger = make_term(tmp_path, a, b)
+
+    async def go() -> str:
+        return await term.activate()
+
+    with caplog.at_level(logging.INFO, "hasched.scheduler"):
+        sentence = run(go())
+    assert term.role == ACTIVE and term.began_at == BEGAN
+    assert a.epoch == 5 and term.told == {"a": 5}
+    assert "raise_epoch" not in b.calls  # not answering the probe: not made to hold the failover
+    assert term.unreconciled == {"b"}
+    assert ledger.get_attempt("beat@2026-01-01T11:59:00Z", 1).agent == "a"
+    assert work.started == [({"beat": "2026-01-01T11:59:00Z"}, BEGAN)]
+    # One sentence says what the cycle decided.
+    assert sentence == "active at epoch 5: told and reconciled a; not yet reconciled: b"
+    assert f"term: {sentence}" in caplog.messages
+
+
+def test_an_agent_ahead_of_our_epoch_keeps_us_standby(tmp_path: Path) -> None:
+    a, b = FakeAgent("a", epoch=6), FakeAgent("b")
+    term, work, _ = make_term(tmp_path, a, b)
+
+    async def go() -> None:
+        await term.activate()
+
+    with pytest.raises(Superseded, match="epoch 6 > 5"):
+        run(go())
+    assert term.role == STANDBY and work.started == []
+    assert "raise_epoch" not in a.calls + b.calls  # nobody told an epoch we do not own
+
+
+def test_a_refused_epoch_while_active_demotes_at_once(tmp_path: Path) -> None:
+    term, work, _ = make_term(tmp_path, FakeAgent("a"))
+
+    async def go() -> list[str]:
+        await term.activate()
+        term.superseded("a", StaleEpoch("seen 9", 9))
+        roles = [term.role]  # no new dispatch from this moment on
+        while term.role != STANDBY:
+            await asyncio.sleep(0)
+        return roles
+
+    assert run(go()) == [DEMOTING]
+    assert work.stopped == 1
+
+
+def test_reconcile_adopts_from_an_agent_that_answers_later(tmp_path: Path) -> None:
+    a, b = FakeAgent("a"), FakeAgent("b", up=False)
+    term, _, ledger = make_term(tmp_path, a, b)
+
+    async def go() -> tuple[str | None, str | None]:
+        await term.activate()
+        first = await term.reconcile()  # b still down: nothing decided, nothing logged
+        b.up = True
+        b.add("beat@2026-01-01T11:58:00Z", "beat")
+        term.pool.mark("b", True)
+        return first, await term.reconcile()
+
+    first, second = run(go())
+    assert first is None
+    assert second == "reconciled with b at epoch 5"
+    assert term.unreconciled == set()
+    assert ledger.get_attempt("beat@2026-01-01T11:58:00Z", 1).agent == "b"
+
+
+def test_an_agent_is_told_each_epoch_once(tmp_path: Path) -> None:
+    a = FakeAgent("a")
+    term, _, _ = make_term(tmp_path, a)
+
+    async def go() -> None:
+        assert await term.tell("a") and await term.tell("a")
+        assert a.calls.count("raise_epoch") == 1
+        await term.promote(6)
+        assert a.epoch == 6 and term.told == {"a": 6}
+
+    run(go())
+
+
+def test_demotion_stops_the_work_and_says_so(tmp_path: Path) -> None:
+    term, work, _ = make_term(tmp_path, FakeAgent("a"))
+
+    async def go() -> str:
+        await term.activate()
+        return await term.demote()
+
+    assert run(go()) == "standby at epoch 5 (asked to; was active)"
+    assert term.role == STANDBY and work.stopped == 1
+
+
+def test_a_planned_fire_from_before_the_term_waits_for_unreconciled_pool_members(
+        tmp_path: Path) -> None:
+    term, _, _ = make_term(tmp_path, FakeAgent("a"), FakeAgent("b", up=False))
+    run(term.activate())
+    pooled = Job(name="j", command=("true",), trigger=IntervalTrigger(60.0), pool="workers")
+    before = Run("j@2026-01-01T11:59:00Z", 1, "j", "2026-01-01T11:59:00Z")
+    after = Run("j@2026-01-01T12:01:00Z", 1, "j", "2026-01-01T12:01:00Z")
+    assert term.unsure_members(pooled, before) == ["b"]
+    assert term.unsure_members(pooled, after) == []  # planned in this term: ours alone
+    assert term.unsure_members(pooled, Run(before.run_id, 2, "j", before.nominal)) == []
+    bound = Job(name="j", command=("true",), trigger=IntervalTrigger(60.0), agent="a")
+    assert term.unsure_members(bound, before) == []
