@@ -192,6 +192,8 @@ async def _metrics(request: web.Request) -> web.Response:
             metrics.set_role(health["role"])
         if isinstance(health.get("epoch"), int):
             metrics.set_epoch(health["epoch"])
+        if isinstance(health.get("behind_seconds"), (int, float)):
+            metrics.set_behind(health["behind_seconds"])
         status = service.status()
         if isinstance(status.get("agents_reachable"), int):
             metrics.set_agents_reachable(status["agents_reachable"])

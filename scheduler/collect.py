@@ -44,7 +44,7 @@ class Collector:
         await asyncio.gather(*(self._collect_agent(n) for n in self.pool.clients))
         self.pool.recount(self.ledger.open_runs())
 
-    async def _collect_agent(self, agent: str) -> None:  # noqa: C901, PLR0912 - one pass over an agent's answer: each run state it may report is one branch
+    async def _collect_agent(self, agent: str) -> None:
         client = self.pool.client(agent)
         poll_start = utc_iso()
         try:
@@ -58,25 +58,11 @@ class Collector:
             self.pool.mark(agent, False, str(e))
             return
         self.pool.mark(agent, True)
-        seen = set()
-        for record in records:
-            key = (record["run_id"], int(record["attempt"]))
-            seen.add(key)
-            run = self.ledger.get_attempt(*key)
-            if run is None:
-                await self.writer.write([adoption(agent, record, final=False)])
-                run = self.ledger.get_attempt(*key)
-            if record["state"] in FINAL_STATES:
-                await self.finish(agent, record)
-            elif run and run.state in (SCHEDULED, DISPATCHED):
-                await self.writer.write([Change("update", *key, fields={
-                    "state": RUNNING, "agent": agent, "started_at": record.get("started_at")},
-                    when=(SCHEDULED, DISPATCHED))])
-            elif run and run.state == RUNNING and not run.started_at \
-                    and record.get("started_at"):  # sent ahead, started since
-                await self.writer.write([Change("update", *key, fields={
-                    "started_at": record["started_at"]}, when=(RUNNING,))])
-                observe_lateness(self.metrics, run, record)
+        seen = {(record["run_id"], int(record["attempt"])) for record in records}
+        # All of them at once: their ledger writes share the BatchWriter's transactions and
+        # their acks go out together. One by one, a pass over a burst's runs took a transaction
+        # and round trips per run, and the ledger learnt of starts seconds late.
+        await asyncio.gather(*(self._collect_record(agent, record) for record in records))
         # Runs we hold as open on this agent that it did not list as unacknowledged: lost, or
         # acknowledged by another scheduler. Not those sent during this pass.
         for run in self.ledger.open_runs():
@@ -94,6 +80,24 @@ class Collector:
             elif record.get("acked") and record["state"] in FINAL_STATES:
                 # Collected and acknowledged by another scheduler (failover): take its result.
                 await self._final(run, result_fields(record))
+
+    async def _collect_record(self, agent: str, record: dict[str, Any]) -> None:
+        key = (record["run_id"], int(record["attempt"]))
+        run = self.ledger.get_attempt(*key)
+        if run is None:
+            await self.writer.write([adoption(agent, record, final=False)])
+            run = self.ledger.get_attempt(*key)
+        if record["state"] in FINAL_STATES:
+            await self.finish(agent, record)
+        elif run and run.state in (SCHEDULED, DISPATCHED):
+            await self.writer.write([Change("update", *key, fields={
+                "state": RUNNING, "agent": agent, "started_at": record.get("started_at")},
+                when=(SCHEDULED, DISPATCHED))])
+        elif run and run.state == RUNNING and not run.started_at \
+                and record.get("started_at"):  # sent ahead, started since
+            await self.writer.write([Change("update", *key, fields={
+                "started_at": record["started_at"]}, when=(RUNNING,))])
+            observe_lateness(self.metrics, run, record)
 
     async def _final(self, run: Run, fields: dict[str, Any]) -> bool:
         done = await self.writer.write([Change("update", run.run_id, run.attempt,
@@ -122,7 +126,7 @@ class Collector:
             fields = {**result_fields(record), "agent": agent}  # a held run has none yet
             if run.state not in FINAL_STATES or not run.output_path:
                 base = self.output_dir / record["job"] / f"{record['run_id']}.{key[1]}"
-                await self._save_output(client, key, base)
+                await self._save_output(client, key, base, record.get("output") or {})
                 fields["output_path"] = str(base)
             if run.state not in FINAL_STATES:
                 if not run.started_at:
@@ -139,12 +143,26 @@ class Collector:
         finally:
             self._finishing.discard(key)
 
-    async def _save_output(self, client: AgentClient, key: tuple[str, int], base: Path) -> None:
-        private_dir(base.parent, "run output directory")
+    async def _save_output(self, client: AgentClient, key: tuple[str, int], base: Path,
+                           sizes: dict[str, Any]) -> None:
+        """BASE.stdout and BASE.stderr, each stream that has any output; an empty one is
+        neither asked of the agent nor written (the daemon reads a missing file of a collected
+        run as empty): most runs write nothing to one stream or both, and each request, file
+        and thread hop is a turn of the loops while a burst is starting (bench/lateness.py)."""
+        texts: dict[Path, str] = {}
         for stream in ("stdout", "stderr"):
+            if sizes.get(stream) == 0 and not (sizes.get("dropped") or {}).get(stream):
+                continue
             try:
                 text = await client.output(*key, stream=stream)
             except AgentError as e:
                 text = f"[hasched: output not available: {e}]\n"
-            path = base.with_name(f"{base.name}.{stream}")
-            await asyncio.to_thread(write_private, path, text)
+            texts[base.with_name(f"{base.name}.{stream}")] = text
+
+        def write() -> None:
+            private_dir(base.parent, "run output directory")
+            for path, text in texts.items():
+                write_private(path, text)
+
+        if texts:
+            await asyncio.to_thread(write)

@@ -56,6 +56,7 @@ class SchedulerConfig:
     tls: TLSConfig | None = None
     calendars_file: Path | None = None
     dispatch_lead: float = 1.0  # seconds: planned fires go to agents this early (0: off)
+    overload_after: float = 10.0  # seconds behind its fires from which /health says overloaded
     agents: dict[str, AgentRef] = field(default_factory=dict)
 
 
@@ -165,11 +166,14 @@ def load_scheduler_config(path: str | Path) -> SchedulerConfig:
     _check_tables(path, lines, data, ("scheduler", "agents"))
     main = _Reader(path, lines, ("scheduler",), data.get("scheduler", {}))
     main.only(("listen", "state_dir", "run_dir", "jobs_dir", "api_tokens_file", "log_level",
-               "tls", "calendars_file", "dispatch_lead"))
+               "tls", "calendars_file", "dispatch_lead", "overload_after"))
     host, port = main.listen(8480)
     lead = main.convert("dispatch_lead", parse_duration, 1.0)
     if not 0 <= lead <= MAX_DISPATCH_LEAD:
         main.fail(("dispatch_lead",), f"must be between 0s and {MAX_DISPATCH_LEAD:g}s")
+    overload_after = main.convert("overload_after", parse_duration, 10.0)
+    if overload_after <= 0:
+        main.fail(("overload_after",), "must be more than 0s")
     level = main.string("log_level", "info")
     if level not in LOG_LEVELS:
         main.fail(("log_level",), f"must be one of: {', '.join(LOG_LEVELS)}")
@@ -200,6 +204,7 @@ def load_scheduler_config(path: str | Path) -> SchedulerConfig:
         tls=main.tls(),
         calendars_file=main.path_of("calendars_file"),
         dispatch_lead=float(lead),
+        overload_after=float(overload_after),
         agents=agents,
     )
 

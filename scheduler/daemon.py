@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from scheduler import __version__, preview
+from scheduler import __version__, backlog, preview
 from scheduler import planner as planning
 from scheduler.adopt import Adopter
 from scheduler.agents import AgentPool
@@ -33,10 +33,10 @@ from scheduler.control import ControlServer
 from scheduler.dispatch import Dispatcher
 from scheduler.fires import DISPATCH_LEAD, FirePlanner
 from scheduler.jobset import JobSet
-from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso
+from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso, parse_time
 from scheduler.progress import RunMover
 from scheduler.protocol import AgentClient
-from scheduler.runs import DISPATCHED, RUNNING, SCHEDULED, Run
+from scheduler.runs import DISPATCHED, FINAL_STATES, RUNNING, SCHEDULED, Run
 from scheduler.service import Conflict, NotActive, NotFound
 from scheduler.term import Superseded, Term
 from scheduler.times import utc_now
@@ -76,6 +76,7 @@ class Scheduler:
         self._spawned: set[asyncio.Task[None]] = set()  # its other tasks
         self._probe_task: asyncio.Task[None] | None = None
         self._api_runner: Any = None
+        self.overload_after = getattr(config, "overload_after", backlog.OVERLOAD_AFTER)
 
         self.pool = AgentPool(self.clients, {n: list(a.labels) for n, a in agents.items()},
                               metrics)
@@ -236,9 +237,20 @@ class Scheduler:
 
     def health(self) -> dict[str, Any]:
         state = self._store_state()
+        behind = self.behind_seconds() if state == "ok" else 0.0
         return {"role": self.term.public_role,
                 "epoch": self.ledger.epoch() if state == "ok" else None,
-                "version": __version__, "state_store": state, "jobs": len(self.jobs)}
+                "version": __version__, "state_store": state, "jobs": len(self.jobs),
+                "behind_seconds": round(behind, 3),
+                "overloaded": backlog.overloaded(behind, self.overload_after)}
+
+    def behind_seconds(self) -> float:
+        """How far behind its fires this scheduler is (scheduler/backlog.py); 0 on a standby."""
+        plan = self.fires.plan
+        if not self.term.active or plan is None:
+            return 0.0
+        return backlog.behind_seconds(utc_now(), plan.next_time(), self.ledger.open_runs(),
+                                      self.jobs, parse_time)
 
     def status(self) -> dict[str, Any]:
         reach = self.pool.reachable_count()
@@ -375,6 +387,8 @@ class Scheduler:
             path = Path(f"{row.output_path}.{stream}")
             if path.exists():
                 return await asyncio.to_thread(path.read_text, errors="replace")
+            if row.state in FINAL_STATES:
+                return ""  # collected: a stream with no output is not written
         if row.state in (DISPATCHED, RUNNING) and row.agent in self.clients:
             try:  # a read, allowed to a standby too
                 return await self.clients[row.agent].output(row.run_id, row.attempt,

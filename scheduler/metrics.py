@@ -47,6 +47,11 @@ class Metrics:
             "hasched_role", "1 for the role this scheduler holds, 0 for the other.",
             ["role"], registry=self.registry,
         )
+        self._behind = Gauge(
+            "hasched_behind_seconds",
+            "How late the oldest due fire not yet started is (0: keeping up); past capacity "
+            "fires wait and start late, in order, and this grows.", registry=self.registry,
+        )
         self._epoch = Gauge(
             "hasched_epoch", "The scheduler's current epoch.", registry=self.registry
         )
@@ -75,6 +80,9 @@ class Metrics:
             raise ValueError(f"unknown role {role!r}")
         for r in ROLES:
             self._role.labels(role=r).set(1 if r == role else 0)
+
+    def set_behind(self, seconds: float) -> None:
+        self._behind.set(max(0.0, float(seconds)))
 
     def set_epoch(self, n: int) -> None:
         self._epoch.set(n)

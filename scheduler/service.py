@@ -27,7 +27,8 @@ class Conflict(RuntimeError):
 class Service(Protocol):
     # -- identity and health -------------------------------------------------
     def health(self) -> dict[str, Any]:
-        """{"role","epoch","version","state_store","jobs"} as in docs/interfaces.md."""
+        """{"role","epoch","version","state_store","jobs","behind_seconds","overloaded"} as in
+        docs/interfaces.md."""
 
     def status(self) -> dict[str, Any]:
         """The control socket's `status` answer (without "ok")."""

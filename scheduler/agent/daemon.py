@@ -112,6 +112,7 @@ async def serve(cfg: AgentConfig, token: str) -> None:
     finally:
         log.info("stopping; %d run(s) left to their supervisors", len(runner.tracked))
         purger.cancel()
+        await runner.finish_launches()
         await runner.stop_watching()
         await web_runner.cleanup()
         await spawner.close()

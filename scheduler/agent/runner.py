@@ -7,6 +7,8 @@ pid alone may belong to some unrelated process by now.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import logging
 import os
@@ -36,6 +38,10 @@ log = logging.getLogger("hasched.agent")
 
 RESTART_REASON = "agent restarted while the run was in flight: its process is gone"
 POLL_INTERVAL = 0.25
+# Supervisors asked of the launcher at once (it forks them one by one): enough to keep it busy.
+# The other runs due meanwhile wait in a queue served oldest nominal time first, so that past
+# the machine's capacity runs start late but in order, whatever order their orders came in.
+MAX_LAUNCHING = 8
 
 
 def outcome(result: dict[str, Any], timeout: float | None) -> tuple[str, str | None]:
@@ -96,6 +102,8 @@ class Runner:
         self.tracked: dict[tuple[str, int], Tracked] = {}
         self.accepting: dict[tuple[str, int], asyncio.Task[RunRecord]] = {}
         self._launches: set[asyncio.Task[None]] = set()
+        self._due: list[tuple[str, int, RunRecord, DispatchOrder]] = []  # heap: nominal, seq
+        self._seq = itertools.count()
         # Runs sent ahead, waiting for their start_at: their timers.
         self.waiting: dict[tuple[str, int], asyncio.TimerHandle] = {}
         self._task: asyncio.Task[None] | None = None
@@ -155,9 +163,33 @@ class Runner:
         self.waiting[rec.key] = loop.call_later(max(0.0, at - time.time()), due)
 
     def _begin(self, rec: RunRecord, order: DispatchOrder) -> None:
-        launch = asyncio.get_running_loop().create_task(self._launch(rec, order))
-        self._launches.add(launch)
-        launch.add_done_callback(self._launches.discard)
+        # The run id's tail is its nominal time (a manual run's: then a suffix): text order is
+        # time order.
+        heapq.heappush(self._due, (rec.run_id.rpartition("@")[2], next(self._seq), rec, order))
+        self._launch_due()
+
+    def _launch_due(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._due and len(self._launches) < MAX_LAUNCHING:
+            _, _, rec, order = heapq.heappop(self._due)
+            launch = loop.create_task(self._launch(rec, order))
+            self._launches.add(launch)
+            launch.add_done_callback(self._launched)
+
+    def _launched(self, task: asyncio.Task[None]) -> None:
+        self._launches.discard(task)
+        self._launch_due()
+
+    def queued(self) -> int:
+        """Runs due and waiting for the launcher (past capacity, this grows)."""
+        return len(self._due)
+
+    async def finish_launches(self) -> None:
+        """Start what is queued (at the agent's stop: a run accepted is started, not left to
+        fail as `RESTART_REASON` at the next start)."""
+        while self._due or self._launches:
+            await asyncio.gather(*list(self._launches), return_exceptions=True)
+            self._launch_due()
 
     async def _launch(self, rec: RunRecord, order: DispatchOrder) -> None:
         spec = order.to_json() | self.settings

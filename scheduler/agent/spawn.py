@@ -5,9 +5,12 @@ so they are written to touch as little memory as they can.
 
 Not `subprocess`: it imports `threading`, whose at-fork hook alone made every fork of the
 launcher touch (and so copy) some 130 more pages; a run's supervisor starts its job with
-posix_spawn instead (vfork and exec, no Python in between). Imported only to run a job as
-another user, which posix_spawn cannot do. Paths are plain strings for the same reason:
-pathlib made a forked supervisor copy some 150 more pages than os.path does.
+posix_spawn instead (vfork and exec, no Python in between). A job of another account (nobody,
+by default under a root agent), which posix_spawn cannot switch to, is started by a plain
+os.fork that switches and execs (_start_as): importing subprocess for it, in every forked
+supervisor, cost some 8 ms per run, most of a run's start (bench/lateness.py). Paths are plain
+strings for the same reason: pathlib made a forked supervisor copy some 150 more pages than
+os.path does.
 """
 
 from __future__ import annotations
@@ -36,9 +39,6 @@ def job_env(spec: dict[str, Any], account: pwd.struct_passwd) -> dict[str, str]:
     }
     env.update(spec.get("env") or {})
     return env
-
-
-_kept: list[Any] = []
 
 
 def find_executable(name: str, env: dict[str, str]) -> str:
@@ -82,18 +82,7 @@ def start_job(command: list[str], cwd: str, env: dict[str, str],
 def _start(command: list[str], cwd: str, env: dict[str, str], account: pwd.struct_passwd,
            other: bool) -> tuple[int, int, int]:
     if other:
-        import subprocess  # noqa: PLC0415 - see the module's docstring
-
-        child = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=cwd, env=env, start_new_session=True, user=account.pw_uid,
-            group=account.pw_gid, extra_groups=os.getgrouplist(account.pw_name, account.pw_gid))
-        assert child.stdout is not None and child.stderr is not None
-        fds = os.dup(child.stdout.fileno()), os.dup(child.stderr.fileno())
-        child.stdout.close()
-        child.stderr.close()
-        _kept.append(child)  # never collected: its __del__ could reap the job behind our back
-        return child.pid, *fds
+        return _start_as(command, cwd, env, account)
     # posix_spawn has no chdir action: the supervisor moves there itself (it uses absolute
     # paths only). Every fd it holds beyond 0-2 is close-on-exec (see supervise()). One
     # difference with Popen: glibc's posix_spawn leaves its two internal signals (32 and 33)
@@ -116,6 +105,66 @@ def _start(command: list[str], cwd: str, env: dict[str, str], account: pwd.struc
     finally:
         os.close(out_w)
         os.close(err_w)
+    return pid, out_r, err_r
+
+
+def _start_as(command: list[str], cwd: str, env: dict[str, str],
+              account: pwd.struct_passwd) -> tuple[int, int, int]:
+    """The job as another account: fork; in the child, its own session, stdin from /dev/null,
+    the account's groups, gid and uid (root's setuid sets the saved uid too: no way back), its
+    cwd and PATH search as that account, exec. What Popen(user=, group=, extra_groups=, cwd=,
+    start_new_session=True) does, without importing subprocess into every supervisor. An error
+    before the exec comes back through a close-on-exec pipe and is raised here, as Popen
+    would: with the cwd as its filename when the account cannot enter it."""
+    groups = os.getgrouplist(account.pw_name, account.pw_gid)
+    out_r, out_w = os.pipe()  # os.pipe's ends are close-on-exec; dup2's copies are not
+    err_r, err_w = os.pipe()
+    st_r, st_w = os.pipe()
+    try:
+        pid = os.fork()
+    except BaseException:
+        for fd in (out_r, out_w, err_r, err_w, st_r, st_w):
+            os.close(fd)
+        raise
+    if pid == 0:  # the child: os calls only until the exec, which replaces it
+        stage = ""
+        try:
+            os.setsid()
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            # As posix_spawn's setsigmask/setsigdef: Python ignores SIGPIPE and SIGXFSZ, and
+            # the supervisor's own handlers are reset by the exec.
+            signal.pthread_sigmask(signal.SIG_SETMASK, ())
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+            os.setgroups(groups)
+            os.setgid(account.pw_gid)
+            os.setuid(account.pw_uid)
+            stage = "cwd"
+            os.chdir(cwd)
+            stage = ""
+            os.execve(find_executable(command[0], env), command, env)
+        except OSError as e:
+            os.write(st_w, f"{e.errno or 0}:{stage}".encode())
+        finally:
+            os._exit(127)
+    for fd in (out_w, err_w, st_w):
+        os.close(fd)
+    try:
+        failure = b""
+        while chunk := os.read(st_r, 64):  # EOF at the exec (close-on-exec) or the exit
+            failure += chunk
+    finally:
+        os.close(st_r)
+    if failure:
+        os.waitpid(pid, 0)
+        os.close(out_r)
+        os.close(err_r)
+        code, _, stage = failure.decode().partition(":")
+        number = int(code) or errno.EINVAL
+        raise OSError(number, os.strerror(number), cwd if stage == "cwd" else command[0])
     return pid, out_r, err_r
 
 

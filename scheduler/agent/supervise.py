@@ -134,6 +134,7 @@ class Supervisor:
         self.child: int | None = None  # the job's pid
         self.group: cgroup.ProcessGroup = cgroup.ProcessGroup()  # every process of the run
         self.started_at = utc_iso()
+        self.job_started_at: str | None = None  # when the job's process existed (exec'd)
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         signal.set_wakeup_fd(self.wake_w)
@@ -154,7 +155,8 @@ class Supervisor:
             "exit_code": None, "signal": None, "timed_out": self.timed_out,
             "cancelled": self.cancelled and not self.timed_out and (
                 self.child is None or self.term_sent_at is not None), "error": None,
-            "started_at": self.started_at, "finished_at": utc_iso(),
+            "started_at": self.started_at, "job_started_at": self.job_started_at,
+            "finished_at": utc_iso(),
             "pid": self.child,
             "stdout_bytes": 0, "stderr_bytes": 0, "truncated": False,
         }
@@ -212,6 +214,7 @@ class Supervisor:
             else:
                 self._finish(error=f"cannot start {self.spec['command'][0]!r}: {what}")
             return
+        self.job_started_at = utc_iso()
         group.started(self.child)
         # Not fsynced: a job pid means nothing after a power cut. Rewritten in place (a reader
         # may meet a partial file and tries again later), which costs no new inode.

@@ -4,6 +4,7 @@ own account unless its configuration allows it, so no job can read the agent's t
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -71,3 +72,37 @@ def test_an_unknown_default_user_stops_the_start_in_one_line(tmp_path: Path) -> 
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"{a.config}: default_user: no such user 'no-such-user-hasched'"], proc.stderr
+
+
+def test_a_job_as_nobody_gets_its_ids_groups_and_a_clean_start(
+        agent_factory: Callable[..., Agent]) -> None:
+    """The account switch (a fork that drops to the account, then execs): real, effective and
+    saved ids are the account's, its groups only, no capabilities, stdin empty, its own
+    session, SIGPIPE at its default."""
+    a = agent_factory(**STRICT)
+    nobody = pwd.getpwnam("nobody")
+    groups = sorted(os.getgrouplist("nobody", nobody.pw_gid))
+    script = ("grep -E '^(Uid|Gid|Groups|CapEff|CapPrm|SigIgn):' /proc/self/status; "
+              "ps -o sid= -o pid= -p $$; cat")
+    done, out, err = run(a, "ids@1", ["/bin/sh", "-c", script])
+    assert done["state"] == "succeeded", (done, err)
+    status = dict(line.split(":", 1) for line in out.splitlines()[:6])
+    assert status["Uid"].split() == [str(nobody.pw_uid)] * 4, out
+    assert status["Gid"].split() == [str(nobody.pw_gid)] * 4, out
+    assert sorted(map(int, status["Groups"].split())) == groups, out
+    assert int(status["CapEff"], 16) == int(status["CapPrm"], 16) == 0, out
+    assert not int(status["SigIgn"], 16) & (1 << (13 - 1)), f"SIGPIPE ignored: {out}"
+    sid, pid = out.splitlines()[6].split()
+    assert sid == pid, f"not the leader of its own session: {out}"
+
+
+def test_a_cwd_the_account_cannot_enter_fails_the_run_naming_it(
+        agent_factory: Callable[..., Agent], tmp_path: Path) -> None:
+    a = agent_factory(**STRICT)
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    mark = tmp_path / "ran"
+    done, _, _ = run(a, "cwd@1", ["touch", str(mark)], cwd=str(private))
+    assert done["state"] == "failed", done
+    assert done["reason"] == f"cwd {private}: Permission denied", done
+    assert not mark.exists()

@@ -21,6 +21,8 @@ from harness import (
     wait_for_async,
 )
 
+from scheduler.agent.runner import MAX_LAUNCHING
+
 pytestmark = pytest.mark.integration
 
 
@@ -149,6 +151,38 @@ def test_a_burst_of_large_orders_all_start(agent: Agent) -> None:
         await c.close()
 
     run_async(body)
+
+
+def test_runs_waiting_for_the_launcher_start_oldest_first(agent: Agent,
+                                                          tmp_path: Path) -> None:
+    """Past capacity (here: the launcher stopped while orders come in, newest first) the runs
+    queue and then start in nominal order, not in the order their orders arrived; nothing is
+    lost. The supervisors' pids (each job's $PPID) tell the order the launcher forked them."""
+    marks = tmp_path / "marks"
+    n = MAX_LAUNCHING + 12
+    ids = [f"q@2026-12-01T00:00:{s:02d}Z" for s in range(n)]
+
+    async def body() -> None:
+        launcher = await wait_launcher(agent)
+        c = agent.client()
+        launcher.suspend()
+        try:
+            for run_id in reversed(ids):
+                created, _ = await c.dispatch(order(run_id, [
+                    "/bin/sh", "-c", f'echo "$HASCHED_RUN_ID $PPID" >> "{marks}"']))
+                assert created
+        finally:
+            launcher.resume()
+        for run_id in ids:
+            assert (await wait_final(c, run_id))["state"] == "succeeded"
+        await c.close()
+
+    run_async(body)
+    lines = [line.split() for line in marks.read_text().splitlines()]
+    assert sorted(r for r, _ in lines) == ids, "each run must start exactly once"
+    forked = [r for r, _ in sorted(lines, key=lambda x: int(x[1]))]
+    # The first MAX_LAUNCHING went to the launcher as they came; the others waited for it.
+    assert forked[MAX_LAUNCHING:] == sorted(forked[MAX_LAUNCHING:]), forked
 
 
 def test_a_second_supervisor_for_a_claimed_run_leaves_it(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -41,6 +42,29 @@ def test_interval_job_runs_on_its_agent_and_ledger_agrees_with_agent(lab: Lab) -
         assert r["run_id"] == f"tick@{r['nominal']}"
         assert Path(r["output_path"] + ".stdout").read_text() == "hello-from-tick\n"
     assert [x for x in a2.runs() if x["job"] == "tick"] == []
+
+
+def test_a_silent_stream_is_not_fetched_nor_written_and_reads_as_empty(lab: Lab) -> None:
+    lab.agent("a1")
+    lab.job("quiet", job_toml("quiet", every="1h", agent="a1", command="echo only-err >&2",
+                              misfire="skip"))
+    s = lab.scheduler("a")
+    run_id = api_post(s.port, "/v1/jobs/quiet/run")["run"]["run_id"]
+    row = wait_for("the manual run collected", lambda: next(
+        (r for r in s.ledger_rows("quiet") if r["state"] == "succeeded" and r["output_path"]),
+        None))
+    assert not Path(row["output_path"] + ".stdout").exists(), dump(row)
+    assert Path(row["output_path"] + ".stderr").read_text() == "only-err\n"
+
+    def output(stream: str) -> str:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{s.port}/v1/runs/{urllib.parse.quote(run_id)}/output"
+            f"?stream={stream}", headers={"Authorization": f"Bearer {API_TOKEN}"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.read().decode()
+
+    assert output("stdout") == ""
+    assert output("stderr") == "only-err\n"
 
 
 def test_agent_killed_mid_run_ends_failed_with_reason(lab: Lab) -> None:

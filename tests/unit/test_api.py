@@ -153,6 +153,18 @@ def test_metrics_needs_no_token_and_shows_role_epoch_agents():
     with_client(scenario)
 
 
+def test_metrics_shows_how_far_behind_the_service_says_it_is():
+    class Behind(FakeService):
+        def health(self) -> dict[str, Any]:
+            return super().health() | {"behind_seconds": 12.5, "overloaded": True}
+
+    async def scenario(client, service, metrics):
+        text = await (await client.get("/metrics")).text()
+        assert "hasched_behind_seconds 12.5" in text
+
+    with_client(scenario, Behind())
+
+
 @pytest.mark.parametrize("headers", [
     {},
     {"Authorization": "Bearer wrong"},

@@ -67,6 +67,7 @@ def test_scheduler_config_defaults(tmp_path):
     assert config.jobs_dir == Path("/etc/hasched/jobs")
     assert config.log_level == "info"
     assert config.dispatch_lead == 1.0
+    assert config.overload_after == 10.0
     assert config.api_tokens_file is None and config.tls is None and config.agents == {}
 
 
@@ -97,7 +98,9 @@ tls = { cert = "/c", key = "/k" }
 @pytest.mark.parametrize("text, expected", [
     ('[scheduler]\nlisten = "x"\nport = 3\n',
      "3: scheduler.port: unknown field; expected one of: listen, state_dir, run_dir, jobs_dir, "
-     "api_tokens_file, log_level, tls, calendars_file, dispatch_lead"),
+     "api_tokens_file, log_level, tls, calendars_file, dispatch_lead, overload_after"),
+    ('[scheduler]\noverload_after = "0s"\n',
+     "2: scheduler.overload_after: must be more than 0s"),
     ('[scheduler]\ndispatch_lead = "2m"\n',
      "2: scheduler.dispatch_lead: must be between 0s and 60s"),
     ('[scheduler]\ndispatch_lead = "early"\n',
