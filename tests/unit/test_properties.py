@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from standby import standby_scheduler
 
 from scheduler.api import make_app
 from scheduler.cli.main import cli
@@ -238,20 +239,7 @@ def test_any_agent_config_is_a_clear_error_or_good(tmp_path, main):
 
 @pytest.fixture
 def scheduler(tmp_path):
-    jobs = tmp_path / "jobs"
-    jobs.mkdir()
-    (jobs / "good.toml").write_text('[job.good]\ncommand = ["/bin/true"]\nevery = "1h"\n'
-                                    'agent = "db1"\n')
-    for name in ("db1.token", "api.tokens"):
-        (tmp_path / name).write_text(TOKEN + "\n")
-        (tmp_path / name).chmod(0o600)
-    config = tmp_path / "scheduler.toml"
-    config.write_text(f'[scheduler]\nstate_dir = "{tmp_path / "state"}"\n'
-                      f'run_dir = "{tmp_path / "run"}"\njobs_dir = "{jobs}"\n'
-                      f'api_tokens_file = "{tmp_path / "api.tokens"}"\n'
-                      f'[agents.db1]\nurl = "http://127.0.0.1:1"\n'
-                      f'token_file = "{tmp_path / "db1.token"}"\nlabels = ["linux"]\n')
-    sched = Scheduler(load_scheduler_config(config), "standby")
+    sched = standby_scheduler(tmp_path, TOKEN)
     yield sched
     sched.ledger.close()
 

@@ -6,8 +6,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from standby import standby_scheduler
 
-from scheduler.config import load_scheduler_config
 from scheduler.daemon import Scheduler
 from scheduler.ledger import Change
 from scheduler.service import NotFound
@@ -19,21 +19,8 @@ RID = "good@2026-01-01T00:00:00Z"
 
 
 @pytest.fixture
-def sched(tmp_path: Path):
-    jobs = tmp_path / "jobs"
-    jobs.mkdir()
-    (jobs / "good.toml").write_text('[job.good]\ncommand = ["/bin/true"]\nevery = "1h"\n'
-                                    'agent = "db1"\n')
-    for name in ("db1.token", "api.tokens"):
-        (tmp_path / name).write_text(TOKEN + "\n")
-        (tmp_path / name).chmod(0o600)
-    config = tmp_path / "scheduler.toml"
-    config.write_text(f'[scheduler]\nstate_dir = "{tmp_path / "state"}"\n'
-                      f'run_dir = "{tmp_path / "run"}"\njobs_dir = "{jobs}"\n'
-                      f'api_tokens_file = "{tmp_path / "api.tokens"}"\n'
-                      f'[agents.db1]\nurl = "http://127.0.0.1:1"\n'
-                      f'token_file = "{tmp_path / "db1.token"}"\nlabels = ["linux"]\n')
-    s = Scheduler(load_scheduler_config(config), "standby")
+def sched(tmp_path):
+    s = standby_scheduler(tmp_path, TOKEN)
     yield s
     s.ledger.close()
 
