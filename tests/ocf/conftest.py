@@ -28,7 +28,7 @@ PYTHON = sys.executable
 HASCHED = str(Path(sys.executable).parent / "hasched")
 SYSTEM_OCF_ROOT = Path("/usr/lib/ocf")
 PACEMAKER_LOCK = "/run/hasched-test-pacemaker.lock"
-BASE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+BASE_PATH = deps.SYSTEM_PATH  # where Debian puts programs, root's sbin included
 
 
 def need_root() -> None:

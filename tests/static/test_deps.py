@@ -11,6 +11,7 @@ import ast
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -162,7 +163,7 @@ def test_the_scan_finds_the_programs_we_know_we_call() -> None:
 
 
 def test_every_program_we_call_comes_from_a_listed_or_minimal_package() -> None:
-    venv_bin = Path(os.sys.executable).parent
+    venv_bin = Path(sys.executable).parent
     problems = []
     for program, where in sorted(called_programs().items()):
         if (venv_bin / program).exists():
