@@ -22,7 +22,7 @@ from scheduler import __version__, audit, backlog, preview
 from scheduler.adopt import Adopter
 from scheduler.agents import AgentPool
 from scheduler.audit import NOBODY, Actor
-from scheduler.auth import read_api_tokens
+from scheduler.auth import Tokens, read_api_tokens
 from scheduler.collect import Collector
 from scheduler.config import (
     ConfigError,
@@ -66,7 +66,7 @@ class Scheduler:
             n: AgentClient(n, a.url, read_token(a.token_file), str(a.ca) if a.ca else None)
             for n, a in agents.items()}
         self.api_tokens = (read_api_tokens(config.api_tokens_file) if config.api_tokens_file
-                           else frozenset())
+                           else Tokens([]))
         self.ledger = Ledger(Path(config.state_dir) / "ledger.sqlite")
         self.writer = BatchWriter(self.ledger)
         self.jobset = JobSet(config)
