@@ -96,9 +96,8 @@ def human_job(job: dict[str, Any]) -> dict[str, Any]:
         shown["dst"] = ", ".join(f"{k} {v}" for k, v in sorted(job["dst"].items()))
     if isinstance(job.get("env"), dict):
         shown["env"] = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in job["env"].items())
-    if isinstance(job.get("secret_env"), dict):
-        shown["secret_env"] = ", ".join(job["secret_env"]) + (
-            " (values not shown)" if job["secret_env"] else "")
+    if isinstance(job.get("secret_env"), dict):  # the API shows each value as <secret>
+        shown["secret_env"] = " ".join(f"{k}={v}" for k, v in job["secret_env"].items())
     return shown
 
 

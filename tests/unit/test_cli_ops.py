@@ -48,7 +48,7 @@ def test_jobs_show_prints_durations_a_shell_line_and_retries_in_words(api):
         "name": "nightly", "paused": False, "every": 300.0, "timeout": 5400.0,
         "command": ["backup", "--to", "/mnt/a b"], "retries": {"count": 2, "delay": 30.0},
         "misfire": {"policy": "run-once", "grace": 3600.0}, "env": {"MODE": "full run"},
-        "dst": {"gap": "shift", "repeat": "first"}}
+        "dst": {"gap": "shift", "repeat": "first"}, "secret_env": {"PW": "<secret>"}}
     lines = hasched("jobs", "show", "nightly", *api.args).output.splitlines()
     shown = {k.rstrip(":"): v.strip() for k, _, v in (line.partition(" ") for line in lines)}
     assert shown["every"] == "5m" and shown["timeout"] == "1h30m"
@@ -56,6 +56,7 @@ def test_jobs_show_prints_durations_a_shell_line_and_retries_in_words(api):
     assert shlex.split(shown["command"]) == ["backup", "--to", "/mnt/a b"]
     assert shown["retries"] == "2, 30s apart" and shown["misfire"] == "run-once within 1h"
     assert shown["env"] == "MODE='full run'" and shown["dst"] == "gap shift, repeat first"
+    assert shown["secret_env"] == "PW=<secret>"
     raw = json.loads(hasched("jobs", "show", "nightly", "--json", *api.args).output)
     assert raw["every"] == 300.0 and raw["command"] == ["backup", "--to", "/mnt/a b"]
 
