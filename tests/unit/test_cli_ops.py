@@ -186,3 +186,24 @@ def test_audit_table_and_json(api):
     assert call["job"] == "nightly" and call["since"] and call["limit"] == 50
     entries = json.loads(hasched("audit", "--json", *api.args).output)["entries"]
     assert entries[0]["actor"] == "alice"
+
+
+def test_runs_logs_follow_goes_on_with_a_retrys_output_after_a_line_saying_so(api):
+    api.service.runs[RUNNING] = {"run_id": RUNNING, "job": "nightly", "state": "running"}
+    views = [{"attempt": 1, "state": "running"}, {"attempt": 2, "state": "running"},
+             {"attempt": 2, "state": "succeeded"}]
+    seen = {"n": 0}
+
+    def get_run(rid: str):
+        view = views[min(seen["n"], len(views) - 1)]
+        seen["n"] += 1
+        return {"run_id": rid, "job": "nightly", **view}
+
+    async def run_output(run_id: str, stream: str = "stdout") -> str:
+        return "first try\n" if seen["n"] <= 1 else "second try\n"
+
+    api.service.get_run, api.service.run_output = get_run, run_output
+    result = CliRunner().invoke(cli, ["runs", "logs", RUNNING, "--follow", *api.args])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "first try\nsecond try\n"
+    assert result.stderr == "[hasched: attempt 2]\n"
