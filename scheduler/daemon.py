@@ -38,7 +38,7 @@ from scheduler.orders import Orders
 from scheduler.progress import RunMover
 from scheduler.protocol import AgentClient
 from scheduler.runs import DISPATCHED, FINAL_STATES, RUNNING, SCHEDULED, Run
-from scheduler.service import NotFound
+from scheduler.service import NotActive, NotFound
 from scheduler.term import Superseded, Term
 from scheduler.times import utc_now
 
@@ -95,8 +95,8 @@ class Scheduler:
         self.fires = FirePlanner(self.ledger, self.writer, lambda: self.jobset.jobs, self.term,
                                  self.pool, self.mover, self._spawn,
                                  getattr(config, "dispatch_lead", DISPATCH_LEAD))
-        self.orders = Orders(self.ledger, self.writer, lambda: self.jobset.jobs, self.term,
-                             self.pool, self.mover, self._spawn)
+        self.orders = Orders(self.ledger, self.writer, lambda: self.jobset.jobs, self.pool,
+                             self.mover, self._spawn, self._refuse_on_standby)
 
     @property
     def jobs(self) -> dict[str, Any]:
@@ -331,6 +331,10 @@ class Scheduler:
         # planning loop keeps its turns; the ledger is read here, in the loop's thread.
         return await asyncio.to_thread(preview.forecast_view, dict(self.jobs), start, end, limit,
                                        self._paused())
+
+    def _refuse_on_standby(self) -> None:
+        if not self.term.active:
+            raise NotActive("this scheduler is standby")
 
     async def run_now(self, name: str, by: Actor | None = None) -> dict[str, Any]:
         return self._run_view(await self.orders.run_now(name, by or NOBODY))

@@ -15,8 +15,7 @@ from scheduler.audit import Actor
 from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso
 from scheduler.progress import RunMover
 from scheduler.runs import CANCELLED, OPEN_STATES, SCHEDULED, Run
-from scheduler.service import Conflict, NotActive, NotFound
-from scheduler.term import Term
+from scheduler.service import Conflict, NotFound
 from scheduler.times import utc_now
 
 log = logging.getLogger("hasched.scheduler")
@@ -27,10 +26,13 @@ REQUESTED = "requested"  # a cancel's outcome when the agent is ending the run
 
 class Orders:
     def __init__(self, ledger: Ledger, writer: BatchWriter,  # noqa: PLR0913 - its collaborators, given by daemon.py, which wires the parts
-                 jobs: Callable[[], Mapping[str, Any]], term: Term, pool: AgentPool,
-                 mover: RunMover, spawn: Spawn) -> None:
-        self.ledger, self.writer, self.jobs, self.term = ledger, writer, jobs, term
+                 jobs: Callable[[], Mapping[str, Any]], pool: AgentPool, mover: RunMover,
+                 spawn: Spawn, refuse_on_standby: Callable[[], None]) -> None:
+        """`refuse_on_standby()` raises NotActive when this scheduler is not active (the
+        daemon's, which says where the active is)."""
+        self.ledger, self.writer, self.jobs = ledger, writer, jobs
         self.pool, self.mover, self.spawn = pool, mover, spawn
+        self.refuse_on_standby = refuse_on_standby
 
     def _job(self, name: str) -> Any:
         job = self.jobs().get(name)
@@ -41,8 +43,7 @@ class Orders:
     async def run_now(self, name: str, by: Actor) -> Run | None:
         """A manual run of a job, now; the run as created."""
         job = self._job(name)
-        if not self.term.active:
-            raise NotActive("this scheduler is standby")
+        self.refuse_on_standby()
         unfinished = self.ledger.open_runs(name) if job.concurrency == "forbid" else []
         if unfinished:
             r = unfinished[-1]
@@ -77,8 +78,7 @@ class Orders:
         run = self.ledger.get_run(run_id)
         if run is None:
             raise NotFound(f"no run {run_id!r}")
-        if not self.term.active:
-            raise NotActive("this scheduler is standby")
+        self.refuse_on_standby()
         if run.state not in OPEN_STATES:
             raise Conflict(f"run {run_id} attempt {run.attempt} already ended ({run.state}): "
                            "nothing to cancel")

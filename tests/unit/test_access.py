@@ -244,3 +244,75 @@ def test_a_cancel_waits_for_an_advance_in_progress_then_cancels_what_it_sent(tmp
     before, why, _ = _cancel(b, run, during)
     assert sent.is_set() and before.state == "running" and why is None
     assert b.dispatcher.cancelled == [run.run_id]
+
+
+# -- the orders (a real ledger) ------------------------------------------------------------
+
+class _Pool:
+    def pick(self, job: Any) -> str:
+        return "a"
+
+
+def _orders(bench: Bench, active: bool = True):
+    from scheduler.ledger import BatchWriter
+    from scheduler.orders import Orders
+    from scheduler.service import NotActive
+
+    def refuse() -> None:
+        if not active:
+            raise NotActive("this scheduler is standby")
+
+    return Orders(bench.ledger, BatchWriter(bench.ledger), lambda: bench.jobs, _Pool(),
+                  bench.mover(), bench.spawned.append, refuse)
+
+
+def test_a_pause_and_its_audit_entry_are_written_together_and_a_repeat_says_so(tmp_path):
+    b = Bench(tmp_path, job())
+    otto = Actor("otto", "operator", "10.0.0.9")
+
+    async def go():
+        orders = _orders(b)
+        await orders.set_paused("j", True, otto)
+        await orders.set_paused("j", True, otto)
+        await orders.set_paused("j", False, otto)
+
+    asyncio.run(go())
+    assert b.ledger.paused_jobs() == set()
+    entries = list(reversed(b.ledger.audit()))
+    assert [(e["action"], e["detail"], e["actor"]) for e in entries] == [
+        ("pause", None, "otto"), ("pause", "already paused", "otto"), ("resume", None, "otto")]
+
+
+def test_orders_refused_change_nothing_and_leave_no_audit_entry(tmp_path):
+    from scheduler.service import Conflict, NotActive, NotFound
+
+    b = Bench(tmp_path, job())
+    ended = b.add("j", NOW, state="succeeded")
+    otto = Actor("otto", "operator")
+
+    async def go():
+        with pytest.raises(Conflict, match="already ended"):
+            await _orders(b).cancel(ended.run_id, otto)
+        with pytest.raises(NotFound):
+            await _orders(b).cancel("j@2000-01-01T00:00:00Z", otto)
+        with pytest.raises(NotFound):
+            await _orders(b).set_paused("nope", True, otto)
+        with pytest.raises(NotActive):
+            await _orders(b, active=False).run_now("j", otto)
+
+    asyncio.run(go())
+    assert b.ledger.audit() == [] and b.ledger.paused_jobs() == set()
+    assert [r.run_id for r in b.ledger.list_runs()] == [ended.run_id]
+
+
+def test_a_manual_run_is_audited_with_its_run_id(tmp_path):
+    b = Bench(tmp_path, job())
+
+    async def go():
+        return await _orders(b).run_now("j", Actor("otto", "operator"))
+
+    run = asyncio.run(go())
+    assert len(b.spawned) == 1  # the run is moved on at once
+    b.spawned.pop().close()
+    (entry,) = b.ledger.audit()
+    assert (entry["action"], entry["job"], entry["run_id"]) == ("run", "j", run.run_id)
