@@ -16,7 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
-from scheduler.auth import bearer_token, token_allowed
+from scheduler.audit import Actor
+from scheduler.auth import ADMIN, OPERATOR, VIEWER, Principal, Tokens, bearer_token
 from scheduler.ledger import STATES as LEDGER_STATES
 from scheduler.metrics import CONTENT_TYPE, Metrics
 from scheduler.service import Conflict, NotActive, NotFound, Service
@@ -25,7 +26,7 @@ from scheduler.times import nominal_iso, parse_time
 log = logging.getLogger("hasched.api")
 
 SERVICE_KEY = web.AppKey("service", Service)
-TOKENS_KEY = web.AppKey("tokens", frozenset)
+TOKENS_KEY = web.AppKey("tokens", Tokens)
 METRICS_KEY = web.AppKey("metrics", Metrics)
 
 # The ledger owns the list of run states; the API only checks a filter against it.
@@ -80,11 +81,36 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path == "/v1" or request.path.startswith("/v1/"):
         presented = bearer_token(request.headers.get("Authorization"))
-        if not token_allowed(presented, request.app[TOKENS_KEY]):
+        who = request.app[TOKENS_KEY].find(presented)
+        if who is None:
             # The token itself is never logged, only that one was wrong.
             request.app[REFUSALS_KEY].note(request)
             return _error(401, "missing or wrong bearer token")
+        needed = _needed_role(request)
+        if not who.may(needed):
+            log.info("refused %s %s from %s to %s (%s): needs %s", request.method, request.path,
+                     request.remote, who.name, who.role, needed)
+            return _error(403, f"token {who.name!r} is a {who.role}: {request.method} "
+                          f"{request.path} needs {needed}")
+        request[PRINCIPAL_KEY] = who
     return await handler(request)
+
+
+def _needed_role(request: web.Request) -> str:
+    """Reads need a viewer, the operators' orders an operator, any other call an admin (so a
+    route added without a word here is admin-only)."""
+    if request.method in ("GET", "HEAD"):
+        return VIEWER
+    route = request.match_info.route.resource
+    if route is None:  # no such route: the router's 404 or 405 follows
+        return VIEWER
+    return OPERATOR if route.canonical in OPERATOR_ROUTES else ADMIN
+
+
+def _actor(request: web.Request) -> Actor:
+    """Who asks, for the audit trail: the token's name and role, and the client's address."""
+    who = request[PRINCIPAL_KEY]
+    return Actor(who.name, who.role, request.remote or "")
 
 
 class Refusals:
@@ -110,6 +136,10 @@ class Refusals:
 
 
 REFUSALS_KEY = web.AppKey("refusals", Refusals)
+# The Principal of an authenticated request (web.RequestKey from aiohttp 3.13 on; setup.cfg
+# allows older, where a plain key is the way).
+PRINCIPAL_KEY: Any = (web.RequestKey("principal", Principal) if hasattr(web, "RequestKey")
+                      else "hasched.principal")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -229,16 +259,32 @@ async def _get_job(request: web.Request) -> web.Response:
 
 
 async def _run_job(request: web.Request) -> web.Response:
-    row = await request.app[SERVICE_KEY].run_now(request.match_info["name"])
+    row = await request.app[SERVICE_KEY].run_now(request.match_info["name"], _actor(request))
     return web.json_response({"run": row}, status=202)
 
 
 async def _pause_job(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[SERVICE_KEY].pause(request.match_info["name"]))
+    return web.json_response(
+        await request.app[SERVICE_KEY].pause(request.match_info["name"], _actor(request)))
 
 
 async def _resume_job(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[SERVICE_KEY].resume(request.match_info["name"]))
+    return web.json_response(
+        await request.app[SERVICE_KEY].resume(request.match_info["name"], _actor(request)))
+
+
+async def _cancel_run(request: web.Request) -> web.Response:
+    answer = await request.app[SERVICE_KEY].cancel(request.match_info["run_id"],
+                                                   _actor(request))
+    return web.json_response(answer, status=202 if answer.get("outcome") == "requested" else 200)
+
+
+async def _audit(request: web.Request) -> web.Response:
+    q = request.query
+    entries = request.app[SERVICE_KEY].audit(
+        job=q.get("job") or None, since=_iso_param("since", q.get("since")),
+        limit=_limit_param(q.get("limit")))
+    return web.json_response({"entries": entries})
 
 
 async def _next_fires(request: web.Request) -> web.Response:
@@ -308,20 +354,24 @@ _GETS = {
     "/v1/jobs": _list_jobs, "/v1/jobs/{name}": _get_job, "/v1/jobs/{name}/next": _next_fires,
     "/v1/forecast": _forecast,
     "/v1/runs": _list_runs, "/v1/runs/{run_id}": _get_run,
-    "/v1/runs/{run_id}/output": _run_output,
+    "/v1/runs/{run_id}/output": _run_output, "/v1/audit": _audit,
 }
 _POSTS = {"/v1/jobs/{name}/run": _run_job, "/v1/jobs/{name}/pause": _pause_job,
-          "/v1/jobs/{name}/resume": _resume_job}
+          "/v1/jobs/{name}/resume": _resume_job, "/v1/runs/{run_id}/cancel": _cancel_run}
+# The writes an operator may call; every other write needs an admin.
+OPERATOR_ROUTES = frozenset(_POSTS)
 
 
-def make_app(service: Service, tokens: frozenset[str], metrics: Metrics) -> web.Application:
-    """The REST API application; the daemon runs it (with TLS from make_ssl_context if set)."""
+def make_app(service: Service, tokens: Tokens | frozenset[str],
+             metrics: Metrics) -> web.Application:
+    """The REST API application; the daemon runs it (with TLS from make_ssl_context if set).
+    `tokens`: from auth.read_api_tokens, or bare tokens (admins)."""
     if not tokens:
         # An empty token set would lock everyone out silently; say so once at start-up.
         log.warning("no API tokens configured: every /v1 request will be refused")
     app = web.Application(middlewares=[_errors, _auth])
     app[SERVICE_KEY] = service
-    app[TOKENS_KEY] = frozenset(tokens)
+    app[TOKENS_KEY] = Tokens.of(tokens)
     app[METRICS_KEY] = metrics
     app[REFUSALS_KEY] = Refusals()
     for path, handler in _GETS.items():

@@ -238,9 +238,9 @@ def load_agent_config(path: str | Path) -> AgentConfig:
 MIN_TOKEN_LENGTH = 32
 
 
-def _token_lines(path: str | Path) -> list[str]:
-    """The tokens of a token file, refused when others may read it or a token is short: a
-    token anyone on the machine can read, or guess, keeps nobody out."""
+def token_file_lines(path: str | Path) -> list[tuple[int, str]]:
+    """(line number, stripped line) of a token file's non-comment lines, refused when others
+    may read the file: a token anyone on the machine can read keeps nobody out."""
     try:
         with open(path, "rb") as f:
             mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
@@ -254,18 +254,24 @@ def _token_lines(path: str | Path) -> list[str]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(path, None, "cannot read", "not UTF-8 text") from None
-    tokens = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        token = line.strip()
-        if not token or token.startswith("#"):
-            continue
-        if len(token) < MIN_TOKEN_LENGTH:  # the token itself is never shown
-            raise ConfigError(path, number, "token", f"shorter than {MIN_TOKEN_LENGTH} "
-                              "characters (make one with: openssl rand -hex 32)")
-        tokens.append(token)
-    if not tokens:
+    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1)]
+    lines = [(number, line) for number, line in lines if line and not line.startswith("#")]
+    if not lines:
         raise ConfigError(path, None, "token", "no token in file")
-    return tokens
+    return lines
+
+
+def check_token_length(path: str | Path, number: int, token: str) -> str:
+    """The token, refused when it is short enough to guess (the token itself is never shown)."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(path, number, "token", f"shorter than {MIN_TOKEN_LENGTH} "
+                          "characters (make one with: openssl rand -hex 32)")
+    return token
+
+
+def _token_lines(path: str | Path) -> list[str]:
+    """The tokens of a file of one token per line, each long enough not to be guessed."""
+    return [check_token_length(path, number, line) for number, line in token_file_lines(path)]
 
 
 def read_token(path: str | Path) -> str:

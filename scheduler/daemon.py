@@ -18,26 +18,27 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from scheduler import __version__, backlog, preview
-from scheduler import planner as planning
+from scheduler import __version__, audit, backlog, preview
 from scheduler.adopt import Adopter
 from scheduler.agents import AgentPool
+from scheduler.audit import NOBODY, Actor
+from scheduler.auth import Tokens, read_api_tokens
 from scheduler.collect import Collector
 from scheduler.config import (
     ConfigError,
     SchedulerConfig,
     read_token,
-    read_tokens,
 )
 from scheduler.control import ControlServer
 from scheduler.dispatch import Dispatcher
 from scheduler.fires import DISPATCH_LEAD, FirePlanner
 from scheduler.jobset import JobSet
-from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso, parse_time
+from scheduler.ledger import BatchWriter, Ledger, nominal_iso, parse_time
+from scheduler.orders import Orders
 from scheduler.progress import RunMover
 from scheduler.protocol import AgentClient
 from scheduler.runs import DISPATCHED, FINAL_STATES, RUNNING, SCHEDULED, Run
-from scheduler.service import Conflict, NotActive, NotFound
+from scheduler.service import NotActive, NotFound
 from scheduler.term import Superseded, Term
 from scheduler.times import utc_now
 
@@ -64,8 +65,8 @@ class Scheduler:
         self.clients: dict[str, AgentClient] = {
             n: AgentClient(n, a.url, read_token(a.token_file), str(a.ca) if a.ca else None)
             for n, a in agents.items()}
-        self.api_tokens = (read_tokens(config.api_tokens_file) if config.api_tokens_file
-                           else frozenset())
+        self.api_tokens = (read_api_tokens(config.api_tokens_file) if config.api_tokens_file
+                           else Tokens([]))
         self.ledger = Ledger(Path(config.state_dir) / "ledger.sqlite")
         self.writer = BatchWriter(self.ledger)
         self.jobset = JobSet(config)
@@ -94,6 +95,8 @@ class Scheduler:
         self.fires = FirePlanner(self.ledger, self.writer, lambda: self.jobset.jobs, self.term,
                                  self.pool, self.mover, self._spawn,
                                  getattr(config, "dispatch_lead", DISPATCH_LEAD))
+        self.orders = Orders(self.ledger, self.writer, lambda: self.jobset.jobs, self.pool,
+                             self.mover, self._spawn, self._refuse_on_standby)
 
     @property
     def jobs(self) -> dict[str, Any]:
@@ -329,40 +332,20 @@ class Scheduler:
         return await asyncio.to_thread(preview.forecast_view, dict(self.jobs), start, end, limit,
                                        self._paused())
 
-    async def run_now(self, name: str) -> dict[str, Any]:
-        job = self.jobs.get(name)
-        if job is None:
-            raise NotFound(f"no job {name!r}")
+    def _refuse_on_standby(self) -> None:
         if not self.term.active:
             raise NotActive("this scheduler is standby")
-        unfinished = self.ledger.open_runs(name) if job.concurrency == "forbid" else []
-        if unfinished:
-            r = unfinished[-1]
-            raise Conflict(f"job {name!r} has an unfinished run {r.run_id} ({r.state}) "
-                           "and concurrency=forbid: no manual run started")
-        t = utc_now().replace(microsecond=0)
-        rid = planning.manual_run_id(name, t)
-        await self.writer.write([Change("create", rid, 1, name, {
-            "nominal": nominal_iso(t), "manual": 1, "agent": self.pool.pick(job)})])
-        row = self.ledger.get_run(rid)
-        if row and row.state == SCHEDULED:
-            self._spawn(self.mover.advance(row))
-        return self._run_view(row)
 
-    async def _set_paused(self, name: str, paused: bool) -> dict[str, Any]:
-        if name not in self.jobs:
-            raise NotFound(f"no job {name!r}")
-        await self.writer.write([Change("job", job=name, fields={"paused": paused})])
-        log.info("job %s %s", name, "paused" if paused else "resumed")
-        if paused:
-            await self.mover.recall_sent_ahead(name)
+    async def run_now(self, name: str, by: Actor | None = None) -> dict[str, Any]:
+        return self._run_view(await self.orders.run_now(name, by or NOBODY))
+
+    async def pause(self, name: str, by: Actor | None = None) -> dict[str, Any]:
+        await self.orders.set_paused(name, True, by or NOBODY)
         return self._job_view(name)
 
-    async def pause(self, name: str) -> dict[str, Any]:
-        return await self._set_paused(name, True)
-
-    async def resume(self, name: str) -> dict[str, Any]:
-        return await self._set_paused(name, False)
+    async def resume(self, name: str, by: Actor | None = None) -> dict[str, Any]:
+        await self.orders.set_paused(name, False, by or NOBODY)
+        return self._job_view(name)
 
     # -- Service: runs ----------------------------------------------------------------------
     @staticmethod
@@ -378,6 +361,14 @@ class Scheduler:
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         return self._run_view(self.ledger.get_run(run_id))
+
+    async def cancel(self, run_id: str, by: Actor | None = None) -> dict[str, Any]:
+        run, outcome = await self.orders.cancel(run_id, by or NOBODY)
+        return {"run": self._run_view(run), "outcome": outcome}
+
+    def audit(self, job: str | None = None, since: str | None = None,
+              limit: int = 100) -> list[dict[str, Any]]:
+        return [audit.view(row) for row in self.ledger.audit(job, since, limit)]
 
     async def run_output(self, run_id: str, stream: str = "stdout") -> str:
         row = self.ledger.get_run(run_id)

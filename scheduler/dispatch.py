@@ -109,14 +109,18 @@ class Dispatcher:
                  "" if created else " (agent already had it)")
         return True
 
-    async def cancel(self, run: Run) -> None:
-        """Ask the run's agent to end it (a best effort: logged when it cannot be asked)."""
+    async def cancel(self, run: Run) -> str | None:
+        """Ask the run's agent to end it (a best effort): None when the agent took the order,
+        else why not (also logged)."""
         agent = run.agent
         if not agent or agent not in self.pool:
-            return
+            return f"agent {agent!r} is not configured"
         try:
             await self.pool.client(agent).cancel(run.run_id, run.attempt, self.epoch())
         except StaleEpoch as e:
             self.on_stale(agent, e)
+            return f"agent {agent} knows a newer scheduler term"
         except (AgentUnreachable, AgentError) as e:
             log.warning("cannot cancel %s on %s: %s", run.run_id, agent, e)
+            return f"agent {agent}: {' '.join(str(e).split())}"
+        return None

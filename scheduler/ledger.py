@@ -39,8 +39,14 @@ CREATE TABLE IF NOT EXISTS job_state (
     job TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0, last_planned TEXT,
     first_seen TEXT, trigger TEXT);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
+CREATE TABLE IF NOT EXISTS audit (
+    id TEXT PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, role TEXT, source TEXT,
+    action TEXT NOT NULL, job TEXT, run_id TEXT, detail TEXT);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE INDEX IF NOT EXISTS audit_job_at ON audit (job, at);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', 0);
 """
+AUDIT_COLUMNS = ("id", "at", "actor", "role", "source", "action", "job", "run_id", "detail")
 
 
 class LedgerError(RuntimeError):
@@ -59,6 +65,8 @@ class Change:
         "job"     set paused / last_planned / first_seen / trigger of a job ("" forgets the
                   last two)
         "epoch"   raise the epoch to fields["epoch"] (never lowers it)
+        "audit"   add an entry to the audit trail (scheduler.audit makes them; its id is in
+                  fields, so the same entry is never added twice)
 
     A "create" or "adopt" without `scheduled_at` gets the time the change was made, here: the
     moment the writer decided it, not the moment (or the node) it is applied.
@@ -214,6 +222,8 @@ class Ledger:
             cur = c.execute("UPDATE meta SET value = ? WHERE key = 'epoch' AND value < ?",
                             (int(f["epoch"]), int(f["epoch"])))
             return cur.rowcount > 0
+        if ch.op == "audit":
+            return _add_audit(c, ch)
         raise ValueError(f"unknown ledger change {ch.op!r}")
 
     # -- convenience writers (all go through apply) ---------------------------
@@ -310,9 +320,32 @@ class Ledger:
     def paused_jobs(self) -> set[str]:
         return {r["job"] for r in self._query("SELECT job FROM job_state WHERE paused != 0")}
 
+    def audit(self, job: str | None = None, since: str | None = None,
+              limit: int = 100) -> list[dict[str, Any]]:
+        """Audit entries, newest first; `since` bounds their time (ISO-8601)."""
+        where, args = [], []
+        if job:
+            where.append("job = ?")
+            args.append(job)
+        if since:
+            where.append("at >= ?")
+            args.append(utc_iso(parse_time(since)))
+        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
+        return self._query(sql + " ORDER BY at DESC, id DESC LIMIT ?", [*args, max(0, limit)])
+
     def counts(self) -> dict[str, int]:
         rows = self._query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
         return {r["state"]: r["n"] for r in rows}
+
+
+def _add_audit(c: sqlite3.Connection, ch: Change) -> bool:
+    row = {**ch.fields, "job": ch.job or None, "run_id": ch.run_id or None}
+    bad = sorted(set(row) - set(AUDIT_COLUMNS))
+    if bad:
+        raise ValueError(f"unknown audit field(s): {', '.join(bad)}")
+    cols, marks = ", ".join(row), ", ".join("?" * len(row))
+    cur = c.execute(f"INSERT OR IGNORE INTO audit ({cols}) VALUES ({marks})", tuple(row.values()))
+    return cur.rowcount > 0
 
 
 def _check_fields(f: Mapping[str, Any]) -> None:

@@ -51,10 +51,11 @@ class RunMover:
         self.dispatcher, self.spawn, self.metrics, self.clock = dispatcher, spawn, metrics, clock
         self._advancing: set[tuple[str, int]] = set()
         self._held: set[tuple[str, int]] = set()  # planned early, waiting for their time
+        self._stopped: set[tuple[str, int]] = set()  # cancelled by someone: never moved on
 
     async def advance(self, run: Run) -> None:
         """Move a scheduled run on: wait, cancel, or dispatch (policies decided here)."""
-        if run.key in self._advancing or not self.term.active:
+        if run.key in self._advancing or run.key in self._stopped or not self.term.active:
             return
         self._advancing.add(run.key)
         try:
@@ -175,6 +176,39 @@ class RunMover:
             if not run.started_at and run.planned and parse_time(run.nominal) > horizon:
                 log.info("job %s paused: recalling %s, sent ahead", job_name, run.run_id)
                 await self.dispatcher.cancel(run)
+
+    async def cancel(self, key: tuple[str, int], reason: str,
+                     also: Callable[[Run], list[Change]]) -> tuple[Run | None, str | None]:
+        """End a run someone cancelled. Not sent yet: cancelled in the ledger, never to be
+        dispatched (the advance in progress, if any, is waited for first, so that no order
+        leaves after the cancel). At its agent: the agent is asked to end it (TERM, then KILL
+        of its processes); it ends `cancelled` when collected. `also(run)` gives changes
+        written with the first write that ends or asks to end the run (the audit entry).
+        Returns the run as it was, and None or why its agent could not be asked."""
+        self._stopped.add(key)
+        if len(self._stopped) > 10_000:  # keys are never reused; keep the set small
+            self._stopped = {key}
+        while key in self._advancing:  # an advance holds the key for a dispatch at most
+            await asyncio.sleep(0.02)
+        run = self.ledger.get_attempt(*key)
+        if run is None or run.state not in OPEN_STATES:
+            return run, None
+        if run.state == SCHEDULED:
+            done = await self.writer.write([*also(run), Change("update", *key, fields={
+                "state": CANCELLED, "reason": reason, "finished_at": utc_iso()},
+                when=(SCHEDULED,))])
+            if done[-1]:
+                log.info("run %s attempt %s cancelled: %s", key[0], key[1], reason)
+                if self.metrics is not None:
+                    self.metrics.count_run(CANCELLED)
+                return run, None
+            run = self.ledger.get_attempt(*key) or run  # taken on by its agent meanwhile
+            why = await self.dispatcher.cancel(run)
+        else:
+            why = await self.dispatcher.cancel(run)
+            if why is None:
+                await self.writer.write(also(run))
+        return run, why
 
     async def close(self, key: tuple[str, int], state: str, reason: str) -> None:
         """End a run that is still scheduled (it never reached an agent)."""

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from scheduler.audit import Actor
 
 
 class NotFound(LookupError):
@@ -58,10 +61,12 @@ class Service(Protocol):
     def get_job(self, name: str) -> dict[str, Any]:
         """Raises NotFound."""
 
-    async def run_now(self, name: str) -> dict[str, Any]:
+    # The calls that change something take `by`, who asks (recorded in the audit trail with
+    # what was done, in the same ledger transaction); None: no one named (in-process callers).
+    async def run_now(self, name: str, by: Actor | None = None) -> dict[str, Any]:
         """Creates a manual run; returns its ledger row. Raises NotFound, NotActive, Conflict."""
 
-    async def pause(self, name: str) -> dict[str, Any]: ...
+    async def pause(self, name: str, by: Actor | None = None) -> dict[str, Any]: ...
 
     def next_fires(self, name: str, count: int, start: datetime) -> dict[str, Any]:
         """The job's next `count` fires after `start` with their notes (preview.next_view).
@@ -70,7 +75,7 @@ class Service(Protocol):
     async def forecast(self, start: datetime, end: datetime, limit: int) -> dict[str, Any]:
         """Every job's fires in (start, end], at most `limit` (preview.forecast_view)."""
 
-    async def resume(self, name: str) -> dict[str, Any]: ...
+    async def resume(self, name: str, by: Actor | None = None) -> dict[str, Any]: ...
 
     # -- runs ------------------------------------------------------------------
     def list_runs(
@@ -87,3 +92,15 @@ class Service(Protocol):
 
     async def run_output(self, run_id: str, stream: str = "stdout") -> str:
         """Raises NotFound."""
+
+    async def cancel(self, run_id: str, by: Actor | None = None) -> dict[str, Any]:
+        """End a run's latest attempt: one not sent yet is cancelled in the ledger ("outcome":
+        "cancelled"), one at its agent is ended there (TERM, then KILL of all its processes;
+        "outcome": "requested": the run ends cancelled once collected). {"run": view,
+        "outcome": ...}. Raises NotFound, NotActive, Conflict (already ended; agent
+        unreachable)."""
+
+    # -- audit trail ---------------------------------------------------------------
+    def audit(self, job: str | None = None, since: str | None = None,
+              limit: int = 100) -> list[dict[str, Any]]:
+        """Audit entries (scheduler.audit), newest first."""

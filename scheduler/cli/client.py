@@ -53,15 +53,16 @@ def _read_cli_toml() -> dict[str, Any]:
 
 
 def read_token_file(path: str | os.PathLike[str]) -> str:
-    """The first token in a file of one token per line ('#' starts a comment)."""
+    """The first token in a file of one token per line ('#' starts a comment). A line of the
+    scheduler's tokens file, `NAME ROLE TOKEN`, gives its TOKEN."""
     try:
         text = Path(path).read_text()
     except OSError as exc:
         raise CliError(f"token file {path}: {exc.strerror or exc}") from None
     for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line:
-            return line
+        fields = line.split("#", 1)[0].split()
+        if fields:
+            return fields[-1]
     raise CliError(f"token file {path}: no token in it")
 
 
@@ -117,6 +118,9 @@ class Client:
     def get_json(self, path: str, params: dict[str, Any] | None = None, auth: bool = True) -> Any:
         return json.loads(self._request("GET", path, params, auth))
 
+    def get_bytes(self, path: str, params: dict[str, Any] | None = None) -> bytes:
+        return self._request("GET", path, params, True)
+
     def post_json(self, path: str) -> Any:
         return json.loads(self._request("POST", path, None, True, body=b"{}"))
 
@@ -168,8 +172,15 @@ def quote(segment: str) -> str:
     return urllib.parse.quote(segment, safe="")
 
 
+def root_option(name: str) -> Any:
+    """A global option given before the sub-command (`hasched --url URL jobs list`), or None."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.find_root().params.get(name) if ctx is not None else None
+
+
 def client_options(func: F) -> F:
-    """--url, --token-file and --ca on a command; the command receives `client`."""
+    """--url, --token-file and --ca on a command (or before it: the root group's global
+    options, scheduler.cli.main); the command receives `client`."""
     options = [
         click.option("--ca", metavar="FILE", default=None,
                      help="CA certificate to verify an https scheduler (env HASCHED_CA)."),
@@ -182,7 +193,10 @@ def client_options(func: F) -> F:
     # functools.wraps also carries the options already declared on `func` (__click_params__).
     @functools.wraps(func)
     def wrapper(url: str | None, token_file: str | None, ca: str | None, **kw: Any) -> Any:
-        return func(client=Client(resolve_settings(url, token_file, ca)), **kw)
+        settings = resolve_settings(url or root_option("url"),
+                                    token_file or root_option("token_file"),
+                                    ca or root_option("ca"))
+        return func(client=Client(settings), **kw)
 
     for option in options:
         wrapper = option(wrapper)

@@ -3,7 +3,7 @@ on files)."""
 
 from __future__ import annotations
 
-import time
+import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +12,7 @@ import click
 
 from scheduler.cli.client import Client, CliError, client_options, quote
 from scheduler.cli.fires import forecast, next_fires, print_fires
+from scheduler.cli.follow import timeout_option, wait_for_end
 from scheduler.cli.output import (
     duration,
     json_option,
@@ -22,7 +23,6 @@ from scheduler.cli.output import (
     stale_line,
 )
 from scheduler.cli.runs import TimeParam
-from scheduler.protocol import OPEN_STATES
 
 JOB_ORDER = ("name", "paused", "next_fire", "schedule", "cron", "every", "at", "timezone",
              "agent", "pool", "command", "timeout", "retries")
@@ -73,6 +73,34 @@ def list_jobs(client: Client, as_json: bool) -> None:
     ], empty="no jobs")
 
 
+def human_job(job: dict[str, Any]) -> dict[str, Any]:
+    """A job's view for a person: durations as job files write them, the command as a shell
+    line, retries, misfire and DST policies in words."""
+    shown = dict(job)
+    for key in ("every", "timeout"):
+        if isinstance(job.get(key), int | float):
+            shown[key] = duration(job[key])
+    if job.get("timeout") is None and "timeout" in job:
+        shown["timeout"] = "none"
+    if isinstance(job.get("command"), list):
+        shown["command"] = shlex.join(str(a) for a in job["command"])
+    retries = job.get("retries")
+    if isinstance(retries, dict):
+        count = retries.get("count") or 0
+        shown["retries"] = (f"{count}, {duration(retries.get('delay'))} apart" if count
+                            else "none")
+    misfire = job.get("misfire")
+    if isinstance(misfire, dict):
+        shown["misfire"] = f"{misfire.get('policy')} within {duration(misfire.get('grace'))}"
+    if isinstance(job.get("dst"), dict):
+        shown["dst"] = ", ".join(f"{k} {v}" for k, v in sorted(job["dst"].items()))
+    if isinstance(job.get("env"), dict):
+        shown["env"] = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in job["env"].items())
+    if isinstance(job.get("secret_env"), dict):  # the API shows each value as <secret>
+        shown["secret_env"] = " ".join(f"{k}={v}" for k, v in job["secret_env"].items())
+    return shown
+
+
 @jobs.command("show")
 @click.argument("name")
 @client_options
@@ -83,26 +111,30 @@ def show_job(client: Client, name: str, as_json: bool) -> None:
     Example: hasched jobs show nightly-backup
     """
     job = client.get_json(f"/v1/jobs/{quote(name)}")
-    show_record(job, JOB_ORDER, as_json)
+    show_record(job if as_json else human_job(job), JOB_ORDER, as_json)
 
 
 @jobs.command("run")
 @click.argument("name")
 @click.option("--wait", is_flag=True,
-              help="Wait until the run ends; exit 0 only if it succeeded.")
+              help="Wait until the run ends, showing its progress on stderr; exit 0 only if "
+                   "it succeeded.")
+@timeout_option
 @client_options
 @json_option
-def run_job(client: Client, name: str, wait: bool, as_json: bool) -> None:
+def run_job(client: Client, name: str, wait: bool, timeout: float | None, as_json: bool) -> None:
     """Start a run of a job now, outside its schedule; prints the new run id.
 
-    Example: hasched jobs run nightly-backup --wait && hasched runs logs nightly-backup
+    Example: hasched jobs run nightly-backup --wait --timeout 10m
     """
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout goes with --wait")
     answer = client.post_json(f"/v1/jobs/{quote(name)}/run")
     run = answer.get("run", {})
     if not as_json:
         click.echo(f"started {run.get('run_id', '?')}")
     if wait:
-        run = _wait_for_end(client, run["run_id"])
+        run = wait_for_end(client, run["run_id"], timeout)
         answer = {"run": run}
     if as_json:
         print_json(answer)
@@ -111,15 +143,6 @@ def run_job(client: Client, name: str, wait: bool, as_json: bool) -> None:
         click.echo(f"{run['run_id']}: {run.get('state')}{reason}")
     if wait and run.get("state") != "succeeded":
         raise SystemExit(1)
-
-
-def _wait_for_end(client: Client, run_id: str) -> dict[str, Any]:
-    # No deadline of our own: the job's timeout bounds the run; Ctrl-C stops waiting.
-    while True:
-        run = client.get_json(f"/v1/runs/{quote(run_id)}")
-        if run.get("state") not in OPEN_STATES:
-            return run
-        time.sleep(0.5)
 
 
 @jobs.command("pause")

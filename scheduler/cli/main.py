@@ -17,7 +17,8 @@ from scheduler import __version__
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "jobs": ("scheduler.cli.jobs", "jobs",
              "Jobs: list, show, run now, pause, resume, next, forecast, validate."),
-    "runs": ("scheduler.cli.runs", "runs", "Runs: list, show, print output."),
+    "runs": ("scheduler.cli.runs", "runs", "Runs: list, show, print or follow output, cancel."),
+    "audit": ("scheduler.cli.audit", "audit", "Who did what to which job or run, when."),
     "status": ("scheduler.cli.status", "status", "The scheduler's role, epoch and counts."),
     "scheduler": ("scheduler.cli.daemon", "scheduler", "Run the scheduler daemon."),
     "agent": ("scheduler.cli.agent", "agent", "Run the agent daemon."),
@@ -60,14 +61,24 @@ def _unavailable(name: str, exc: Exception) -> click.Command:
 
 @click.group("hasched", cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hasched")
-def cli() -> None:
+# Global options, before the sub-command; the same options after it win (scheduler.cli.client).
+@click.option("--url", metavar="URL", default=None,
+              help="Scheduler REST API (env HASCHED_URL; default http://127.0.0.1:8480).")
+@click.option("--token-file", metavar="FILE", default=None,
+              help="File holding the API token (env HASCHED_TOKEN_FILE).")
+@click.option("--ca", metavar="FILE", default=None,
+              help="CA certificate to verify an https scheduler (env HASCHED_CA).")
+@click.option("--json", "as_json", is_flag=True, help="JSON answers, for programs.")
+def cli(**_: object) -> None:
     """hasched: a job scheduler that a Pacemaker/Corosync cluster keeps running.
 
     \b
     Examples:
       hasched jobs list
-      hasched jobs run nightly-backup
-      hasched runs logs 'nightly-backup@2026-12-01T01:30:00Z'
+      hasched --url https://vip:8480 --ca /etc/hasched/ca.pem jobs run nightly-backup --wait
+      hasched runs logs --follow nightly-backup
+      hasched runs cancel 'nightly-backup@2026-12-01T01:30:00Z'
+      hasched audit --job nightly-backup --since 1d
     """
 
 

@@ -8,11 +8,17 @@ from typing import Any
 
 import click
 
+from scheduler.units import format_duration
+
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
 
 
 def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True,
+    """--json on a command; `hasched --json CMD` (the root group's global option) too."""
+    def either(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        return value or bool(ctx.find_root().params.get("as_json"))
+
+    return click.option("--json", "as_json", is_flag=True, callback=either,
                         help="Print the server's JSON answer instead of a table.")(func)
 
 
@@ -70,17 +76,11 @@ def short_time(value: Any) -> Any:
 
 
 def duration(seconds: Any) -> Any:
-    """Seconds as the job files write them: 300 -> '5m', 5400 -> '1h30m'."""
+    """Seconds as the job files write them (units.format_duration): 300 -> '5m', 5400 ->
+    '1h30m'; anything that is not a number of seconds as it is."""
     if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds <= 0:
         return seconds
-    if seconds != int(seconds):
-        return f"{seconds:g}s"
-    rest, parts = int(seconds), []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if rest >= size:
-            parts.append(f"{rest // size}{unit}")
-            rest %= size
-    return "".join(parts)
+    return format_duration(seconds)
 
 
 def stale_line(definitions: Any) -> str | None:

@@ -1,14 +1,16 @@
-"""`hasched runs`: list runs, show one, print its output."""
+"""`hasched runs`: list runs, show one, print or follow its output, cancel one."""
 
 from __future__ import annotations
 
 import re
+import shlex
 from datetime import datetime, timedelta
 from typing import Any
 
 import click
 
 from scheduler.cli.client import Client, CliError, client_options, quote
+from scheduler.cli.follow import follow_output, timeout_option, wait_for_end
 from scheduler.cli.output import (
     json_option,
     print_json,
@@ -16,6 +18,7 @@ from scheduler.cli.output import (
     short_time,
     show_record,
 )
+from scheduler.protocol import OPEN_STATES
 from scheduler.times import nominal_iso, parse_time, utc_now
 
 RUN_ORDER = ("run_id", "attempt", "job", "state", "reason", "exit_code", "agent", "epoch",
@@ -59,7 +62,7 @@ def _duration(run: dict[str, Any]) -> str | None:
 
 @click.group("runs")
 def runs() -> None:
-    """Runs of jobs, newest first: list, inspect, read their output."""
+    """Runs of jobs, newest first: list, inspect, read or follow their output, cancel."""
 
 
 @runs.command("list")
@@ -132,15 +135,26 @@ def truncation_mark(stream: str, dropped: int) -> str:
 @runs.command("logs")
 @click.argument("run_id")
 @click.option("--stderr", is_flag=True, help="Print the run's stderr instead of its stdout.")
+@click.option("--follow", "-f", is_flag=True,
+              help="Print the output as it comes, until the run ends (a retry's too).")
 @client_options
 @json_option
-def run_logs(client: Client, run_id: str, stderr: bool, as_json: bool) -> None:
+def run_logs(client: Client, run_id: str, stderr: bool, follow: bool, as_json: bool) -> None:
     """Print a run's stdout (or --stderr); RUN_ID, or a job name for its newest run.
 
     Example: hasched runs logs 'nightly-backup@2026-12-01T01:30:00Z' --stderr
+    Example: hasched runs logs --follow nightly-backup
     """
     stream = "stderr" if stderr else "stdout"
+    if follow and as_json:
+        raise click.UsageError("--follow prints the output as it comes; it does not go with "
+                               "--json")
     run_id = _resolve(client, run_id)
+    if follow:
+        run = follow_output(client, run_id, stream)
+        if run.get(f"{stream}_dropped"):
+            click.echo(truncation_mark(stream, run[f"{stream}_dropped"]))
+        return
     text = client.get_text(f"/v1/runs/{quote(run_id)}/output", {"stream": stream})
     dropped = client.get_json(f"/v1/runs/{quote(run_id)}").get(f"{stream}_dropped") or 0
     if as_json:
@@ -151,3 +165,48 @@ def run_logs(client: Client, run_id: str, stderr: bool, as_json: bool) -> None:
     if dropped:  # said where the output stops, on a line of its own
         click.echo(("\n" if text and not text.endswith("\n") else "")
                    + truncation_mark(stream, dropped))
+
+
+def _open_run_of(client: Client, job: str) -> str:
+    """A job's one unfinished run (a job name given to `runs cancel`)."""
+    rows = client.get_json("/v1/runs", {"job": job, "limit": 1000}).get("runs", [])
+    open_ids = sorted({r["run_id"] for r in rows if r.get("state") in OPEN_STATES})
+    if len(open_ids) != 1:
+        which = f": {', '.join(open_ids[:5])}" if open_ids else ""
+        raise CliError(f"job {job!r} has {len(open_ids)} unfinished runs{which}; give a run id")
+    return open_ids[0]
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@click.option("--wait", is_flag=True, help="Wait until the run has ended.")
+@timeout_option
+@client_options
+@json_option
+def cancel_run(client: Client, run_id: str, wait: bool, timeout: float | None,
+               as_json: bool) -> None:
+    """Cancel a run: one not sent yet ends at once; one at its agent is ended there (TERM,
+    then KILL of all its processes after the agent's kill_grace). RUN_ID, or a job name with
+    one unfinished run. Needs an operator's token.
+
+    Example: hasched runs cancel 'nightly-backup@2026-12-01T01:30:00Z' --wait
+    """
+    if timeout is not None and not wait:
+        raise click.UsageError("--timeout goes with --wait")
+    if "@" not in run_id:
+        run_id = _open_run_of(client, run_id)
+    answer = client.post_json(f"/v1/runs/{quote(run_id)}/cancel")
+    run = answer.get("run", {})
+    if wait and answer.get("outcome") != "cancelled":
+        run = wait_for_end(client, run_id, timeout)
+        answer = {**answer, "run": run}
+    if as_json:
+        print_json(answer)
+    elif answer.get("outcome") == "cancelled" or run.get("state") == "cancelled":
+        click.echo(f"cancelled {run_id} attempt {run.get('attempt', 1)}")
+    elif wait:
+        click.echo(f"{run_id}: {run.get('state')} (it ended before the cancel reached it)")
+    else:
+        where = f" on {run['agent']}" if run.get("agent") else ""
+        click.echo(f"cancel asked of {run_id} attempt {run.get('attempt', 1)}{where}; "
+                   f"see: hasched runs show {shlex.quote(run_id)}")

@@ -36,10 +36,14 @@ from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "integration-agent-token-0123456789"
-API_TOKEN = "integration-api-token-0123456789"
+API_TOKEN = "integration-api-token-0123456789"  # a bare line of the tokens file: an admin
+# Named tokens with roles, in every scheduler's tokens file too (scheduler/auth.py).
+VIEWER, VIEWER_TOKEN = "vera-viewer", "integration-viewer-token-0123456789"
+OPERATOR, OPERATOR_TOKEN = "otto-operator", "integration-operator-token-0123456789"
 DEADLINE = 60.0
 
-__all__ = ["API_TOKEN", "DEADLINE", "REPO", "TOKEN", "Agent", "Lab", "Proc", "Scheduler",
+__all__ = ["API_TOKEN", "DEADLINE", "OPERATOR", "OPERATOR_TOKEN", "REPO", "TOKEN", "VIEWER",
+           "VIEWER_TOKEN", "Agent", "Cli", "Lab", "Proc", "Scheduler",
            "agent_command", "dump", "duplicates", "free_port", "hasched", "job_toml",
            "nominal_gaps", "order", "raw", "remove_cgroups", "run_async", "wait_file",
            "wait_final", "wait_for", "wait_for_async"]
@@ -302,7 +306,8 @@ class Scheduler:
         self.run_dir = run_dir or self.dir / "run"
         self.socket = self.run_dir / "control.sock"
         self.pidfile = self.dir / "scheduler.pid"
-        (self.dir / "api-tokens").write_text(API_TOKEN + "\n")
+        (self.dir / "api-tokens").write_text(
+            f"{API_TOKEN}\n{VIEWER} viewer {VIEWER_TOKEN}\n{OPERATOR} operator {OPERATOR_TOKEN}\n")
         (self.dir / "api-tokens").chmod(0o600)
         lines = [
             "[scheduler]", f'listen = "127.0.0.1:{self.port}"',
@@ -329,6 +334,14 @@ class Scheduler:
     def ctl(self, req: dict[str, Any]) -> dict[str, Any]:
         return request(self.socket, req)
 
+    def cli(self, home: Path, token: str = API_TOKEN) -> Cli:
+        """The `hasched` CLI against this scheduler, presenting `token`."""
+        token_file = home / f"token-{abs(hash(token))}"
+        home.mkdir(parents=True, exist_ok=True)
+        token_file.write_text(token + "\n")
+        token_file.chmod(0o600)
+        return Cli(f"http://127.0.0.1:{self.port}", token_file, home)
+
     def status(self) -> dict[str, Any]:
         return self.ctl({"op": "status"})
 
@@ -342,6 +355,35 @@ class Scheduler:
             return [dict(r) for r in conn.execute(sql, args)]
         finally:
             conn.close()
+
+
+class Cli:
+    """The `hasched` CLI as a user runs it: a new process per call, the token in a file named
+    by the environment (never on the command line)."""
+
+    def __init__(self, url: str, token_file: Path, home: Path) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HASCHED_")}
+        self.env.update(HASCHED_URL=url, HASCHED_TOKEN_FILE=str(token_file),
+                        XDG_CONFIG_HOME=str(home))
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "scheduler", *args]
+
+    def __call__(self, *args: str, ok: bool = True, env: dict[str, str] | None = None
+                 ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(self.argv(*args), capture_output=True, text=True,
+                              env={**self.env, **(env or {})}, cwd=REPO, timeout=120)
+        if ok:
+            assert proc.returncode == 0, f"hasched {' '.join(args)}: {proc.stderr}{proc.stdout}"
+        return proc
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "--json").stdout)
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        """A long-running call (runs logs --follow), its stdout a pipe read line by line."""
+        return subprocess.Popen(self.argv(*args), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=self.env, cwd=REPO)
 
 
 class Lab:

@@ -3,36 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from harness import API_TOKEN, job_toml, wait_for
+from harness import API_TOKEN, Cli, job_toml, wait_for
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-class Cli:
-    def __init__(self, url: str, token_file: Path, home: Path) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("HASCHED_")}
-        # The token travels in a file named by the environment, never on the command line.
-        self.env.update(HASCHED_URL=url, HASCHED_TOKEN_FILE=str(token_file),
-                        XDG_CONFIG_HOME=str(home))
-
-    def __call__(self, *args: str, ok: bool = True, env: dict[str, str] | None = None
-                 ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run([sys.executable, "-m", "scheduler", *args], capture_output=True,
-                              text=True, env={**self.env, **(env or {})}, cwd=REPO, timeout=120)
-        if ok:
-            assert proc.returncode == 0, f"hasched {' '.join(args)}: {proc.stderr}{proc.stdout}"
-        return proc
-
-    def json(self, *args: str):
-        return json.loads(self(*args, "--json").stdout)
 
 
 @pytest.fixture
@@ -41,11 +16,7 @@ def cli(lab, tmp_path) -> Cli:
     lab.job("greet", job_toml("greet", "echo out-$((6*7)); echo err-line >&2", every="1h",
                               agent="w1", misfire="skip", concurrency="allow"))
     lab.agent("w1")
-    sched = lab.scheduler("a", role="active")
-    token_file = tmp_path / "cli-token"
-    token_file.write_text(API_TOKEN + "\n")
-    token_file.chmod(0o600)
-    return Cli(f"http://127.0.0.1:{sched.port}", token_file, tmp_path / "home")
+    return lab.scheduler("a", role="active").cli(tmp_path / "home", API_TOKEN)
 
 
 def test_jobs_runs_status_end_to_end(cli):

@@ -120,3 +120,16 @@ def test_token_files_others_may_read_or_too_short_are_refused_at_start(lab: Lab)
     assert r.returncode == 2 and r.stderr.splitlines() == [
         f"{agent_token}:1: token: shorter than 32 characters (make one with: openssl rand -hex "
         "32)"], r.stderr
+
+
+def test_a_tokens_file_with_an_unknown_role_is_refused_at_start_and_nothing_is_written(
+        lab: Lab) -> None:
+    s = lab.scheduler("a", role="standby")
+    assert s.proc is not None and s.proc.stop() == 0
+    tokens = s.dir / "api-tokens"
+    tokens.write_text(tokens.read_text() + "root-ish superuser " + "x" * 40 + "\n")
+    before = s.ledger_path.stat().st_mtime_ns
+    r = run("scheduler", "run", "--config", str(s.config))
+    assert r.returncode == 2 and r.stderr.splitlines() == [
+        f"{tokens}:4: role: 'superuser': must be one of viewer, operator, admin"], r.stderr
+    assert "x" * 40 not in r.stderr and s.ledger_path.stat().st_mtime_ns == before

@@ -42,6 +42,8 @@ class FakeService:
             schedule="30 2 * * *", timezone="Europe/Berlin"), "Europe/Berlin", agent="db1")}
         self.preview_calls: list[tuple] = []
         self.stale: dict[str, Any] | None = None
+        self.orders: list[tuple[str, str, Any]] = []  # (what, on what, by whom)
+        self.audit_calls: list[dict[str, Any]] = []
 
     def health(self) -> dict[str, Any]:
         return {"role": self.role, "epoch": 7, "version": "0.1.0", "state_store": "ok", "jobs": 1}
@@ -64,21 +66,40 @@ class FakeService:
             raise NotFound(f"no job named {name!r}")
         return self.jobs[name]
 
-    async def run_now(self, name: str) -> dict[str, Any]:
+    async def run_now(self, name: str, by=None) -> dict[str, Any]:
         self.get_job(name)
         if self.role != "active":
             raise NotActive()
         if self.busy:
             raise Conflict(f"job {name!r} has an unfinished run (concurrency=forbid)")
+        self.orders.append(("run", name, by))
         return {"run_id": f"{name}@2026-12-01T02:00:00Z", "state": "pending"}
 
-    async def pause(self, name: str) -> dict[str, Any]:
+    async def pause(self, name: str, by=None) -> dict[str, Any]:
         self.get_job(name)["paused"] = True
+        self.orders.append(("pause", name, by))
         return self.jobs[name]
 
-    async def resume(self, name: str) -> dict[str, Any]:
+    async def resume(self, name: str, by=None) -> dict[str, Any]:
         self.get_job(name)["paused"] = False
+        self.orders.append(("resume", name, by))
         return self.jobs[name]
+
+    async def cancel(self, run_id: str, by=None) -> dict[str, Any]:
+        run = self.get_run(run_id)
+        if run["state"] not in ("scheduled", "dispatched", "running"):
+            raise Conflict(f"run {run_id} attempt 1 already ended ({run['state']}): nothing "
+                           "to cancel")
+        self.orders.append(("cancel", run_id, by))
+        outcome = "cancelled" if run["state"] == "scheduled" else "requested"
+        run["state"] = "cancelled" if outcome == "cancelled" else run["state"]
+        return {"run": run, "outcome": outcome}
+
+    def audit(self, job=None, since=None, limit=100) -> list[dict[str, Any]]:
+        self.audit_calls.append({"job": job, "since": since, "limit": limit})
+        return [{"id": "1", "at": "2026-12-01T01:00:00.000000Z", "actor": "alice",
+                 "role": "operator", "source": "127.0.0.1", "action": "pause",
+                 "job": "nightly", "run_id": None, "detail": None}]
 
     def next_fires(self, name: str, count: int, start: datetime) -> dict[str, Any]:
         self.get_job(name)
@@ -106,13 +127,14 @@ class FakeService:
         return f"{stream} of {run_id}\n"
 
 
-def with_client(scenario, service: FakeService | None = None, metrics: Metrics | None = None):
+def with_client(scenario, service: FakeService | None = None, metrics: Metrics | None = None,
+                tokens: Any = None):
     """Run `scenario(client, service, metrics)` against a real aiohttp server on loopback."""
     service = service or FakeService()
     metrics = metrics or Metrics()
 
     async def main():
-        app = make_app(service, frozenset({"another-token", TOKEN}), metrics)
+        app = make_app(service, tokens or frozenset({"another-token", TOKEN}), metrics)
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
             await scenario(client, service, metrics)
 

@@ -24,15 +24,16 @@ pytestmark = pytest.mark.unit
 
 
 class ServerThread:
-    def __init__(self, service: FakeService) -> None:
+    def __init__(self, service: FakeService, tokens=None) -> None:
         self.service = service
+        self.tokens = tokens or frozenset({TOKEN})
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        app = make_app(self.service, frozenset({TOKEN}), Metrics())
+        app = make_app(self.service, self.tokens, Metrics())
         self.runner = web.AppRunner(app)
         self.loop.run_until_complete(self.runner.setup())
         sock = socket.socket()

@@ -42,6 +42,7 @@ def test_root_help_lists_every_command():
 @pytest.mark.parametrize("args", [
     ["jobs", "list"], ["jobs", "show"], ["jobs", "run"], ["jobs", "pause"], ["jobs", "resume"],
     ["jobs", "validate"], ["runs", "list"], ["runs", "show"], ["runs", "logs"], ["status"],
+    ["runs", "cancel"], ["audit"],
 ])
 def test_every_command_help_has_an_example(args):
     result = hasched(*args, "--help")
