@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -56,6 +57,22 @@ class Snapshot:
 
 def _names(agents: Iterable[str]) -> str:
     return ", ".join(sorted(agents)) or "none"
+
+
+class _Phases:
+    """The steps of a cycle and how long each took: "probe 0.002s, told 0.004s, ..."."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+        self._took: list[tuple[str, float]] = []
+
+    def mark(self, step: str) -> None:
+        now = time.monotonic()
+        self._took.append((step, now - self._last))
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{step} {took:.3f}s" for step, took in self._took)
 
 
 class Term:
@@ -109,6 +126,7 @@ class Term:
     # -- cycles ----------------------------------------------------------------------------
     async def promote(self, epoch: int) -> str:
         """Raise the epoch (durable before we act under it), then become active."""
+        log.info("term: promotion to epoch %d asked (at %d)", epoch, self.epoch)
         new = self.ledger.raise_epoch(epoch)
         if self.metrics is not None:
             self.metrics.set_epoch(new)
@@ -121,7 +139,9 @@ class Term:
             snap = self.snapshot()
             if snap.role == ACTIVE:
                 return self._decided(f"already active at epoch {snap.epoch}")
+            phases = _Phases()  # how long each step took, in the sentence: read from the log
             seen = await self.pool.probe()
+            phases.mark("probe")
             if seen > snap.epoch:
                 self._decided(f"SUPERSEDED: agents have seen epoch {seen} > ours {snap.epoch}; "
                               "staying standby", logging.ERROR)
@@ -133,6 +153,7 @@ class Term:
             # failover for a timeout at each step. The collect loop tells and adopts it later.
             up = self.pool.answering()
             refused = await self.tell_all(up)
+            phases.mark("told")
             if refused:
                 agent, e = refused[0]
                 self._decided(f"SUPERSEDED: agent {agent} refused our epoch {snap.epoch} ({e}); "
@@ -142,12 +163,14 @@ class Term:
             self._set_role(ACTIVE)
             now = self.clock()
             latest, self.unreconciled = await self.adopter.adopt(now, up)
+            phases.mark("adopted")
             self.began_at = now
             await self.on_active(latest, now)
+            phases.mark("caught up")
             later = (f"; not yet reconciled: {_names(self.unreconciled)}"
                      if self.unreconciled else "")
             return self._decided(f"active at epoch {snap.epoch}: told and reconciled "
-                                 f"{_names(up)}{later}")
+                                 f"{_names(up)}{later} ({phases})")
 
     async def demote(self, why: str = "asked to") -> str:
         """Stop the work of the term and go back to standby."""
@@ -177,12 +200,13 @@ class Term:
         snap = self.snapshot()
         if snap.role != ACTIVE or not snap.unreconciled:
             return None
-        done = []
-        for agent in sorted(snap.unreconciled):
-            if self.pool.reachable.get(agent) and await self.adopter.adopt_agent(agent,
-                                                                                 self.clock()):
-                self.unreconciled.discard(agent)  # at once: runs held for it may go on
-                done.append(agent)
+        # Those that answer now, all at once: each within the pool's adoption bound, so one
+        # that stops again holds the collect pass no longer than that.
+        ready = [a for a in sorted(snap.unreconciled) if self.pool.reachable.get(a)]
+        adopted = await asyncio.gather(*(self.adopter.adopt_agent(a, self.clock())
+                                         for a in ready))
+        done = [a for a, ok in zip(ready, adopted, strict=True) if ok]
+        self.unreconciled.difference_update(done)  # at once: runs held for them may go on
         if not done:
             return None
         rest = f"; still not: {_names(self.unreconciled)}" if self.unreconciled else ""
@@ -212,11 +236,20 @@ class Term:
         return refused
 
     # -- what the term means for a run ------------------------------------------------------
+    def before_term(self, run: Run) -> bool:
+        """A planned fire from before this term began (the predecessor's to send)."""
+        return (run.planned and self.began_at is not None
+                and parse_time(run.nominal) < self.began_at)
+
     def unsure_members(self, job: Any, run: Run) -> list[str]:
-        """The pool members not reconciled since this term began, for a planned fire from
-        before then: the predecessor may have sent it to one of them, and a run sent to another
-        member would run twice."""
-        if (job.agent or not run.planned or not self.unreconciled or self.began_at is None
-                or parse_time(run.nominal) >= self.began_at):
+        """The agents not reconciled since this term began that a run must wait for: for a
+        planned fire from before then, the pool members (the predecessor may have sent it to
+        one of them, and a run sent to another member would run twice); for any run of a job
+        that must not overlap itself (concurrency forbid or replace), the job's agents (a run
+        the predecessor started may still be running on one of them)."""
+        if not self.unreconciled or self.began_at is None:
             return []
-        return sorted(a for a in self.unreconciled if job.pool in self.pool.labels.get(a, ()))
+        if job.concurrency == "allow" and (job.agent or not self.before_term(run)):
+            return []
+        mine = [job.agent] if job.agent else self.pool.members(job.pool)
+        return sorted(a for a in mine if a in self.unreconciled)
