@@ -38,9 +38,10 @@ def adoption(agent: str, record: dict[str, Any], final: bool) -> Change:
     """A ledger upsert for a run an agent knows. Unless `final`, a finished run is recorded
     running so that the collector still fetches its output and acknowledges it."""
     state = record["state"] if final else RUNNING
+    # reason None: what a held run waited for is over once an agent shows it.
     fields = {"nominal": nominal_of(record["run_id"]), "agent": agent, "state": state,
               "epoch": record.get("epoch"), "started_at": record.get("started_at"),
-              "dispatched_at": record.get("started_at")}
+              "dispatched_at": record.get("started_at"), "reason": None}
     if final:
         fields.update(result_fields(record))
     return Change("adopt", record["run_id"], int(record["attempt"]), record["job"], fields)

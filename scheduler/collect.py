@@ -156,6 +156,8 @@ class Collector:
             if run is None:
                 return
             fields = {**result_fields(record), "agent": agent}  # a held run has none yet
+            if not fields["reason"] and run.state == RUNNING:
+                fields["reason"] = run.reason  # a correction's note (adopt.correction)
             if run.state not in FINAL_STATES or not run.output_path:
                 base = self.output_dir / record["job"] / f"{record['run_id']}.{key[1]}"
                 await self._save_output(client, key, base, record.get("output") or {})

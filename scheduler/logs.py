@@ -20,13 +20,26 @@ class _IsoFormatter(logging.Formatter):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(record.created))
         return f"{stamp}.{int(record.msecs):03d}Z"
 
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).rstrip()  # a warning's text ends in a newline of its own
+
+
+class _DaemonHandler(logging.StreamHandler):  # type: ignore[type-arg] - generic in typeshed only
+    """Ours (so that a second setup replaces it and leaves other handlers alone)."""
+
 
 def setup_logging(level: str) -> None:
-    """Send the `hasched` loggers to stderr as `TIME LEVEL name: message`."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Send the `hasched` loggers to stderr as `TIME LEVEL name: message`; the libraries'
+    warnings and errors (asyncio, aiohttp, Python's warnings) too, in the same format: without
+    it they went out through logging's last resort, a bare message with no time."""
+    handler = _DaemonHandler(sys.stderr)
     handler.setFormatter(_IsoFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("hasched")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Our own handler only: a library's basicConfig must not print each line twice.
     root.propagate = False
+    top = logging.getLogger()
+    top.handlers[:] = [h for h in top.handlers if not isinstance(h, _DaemonHandler)]
+    top.addHandler(handler)  # at the root's level: WARNING unless someone chose otherwise
+    logging.captureWarnings(True)
