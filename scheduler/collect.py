@@ -47,18 +47,21 @@ class Collector:
         self._agents: dict[str, asyncio.Task[None]] = {}  # a collection per agent at most
 
     async def collect(self) -> None:
-        """One pass over every agent: record progress and results, then acknowledge. Waits
-        for each agent up to `wait`; one still not done is skipped until it is."""
+        """One pass over every agent: record progress and results, then acknowledge. Waits up
+        to `wait` for the agents that answered last time; one already found unreachable is
+        asked in the background, one still busy from an earlier pass is skipped until done."""
+        waited = []
         for agent in self.pool.clients:
-            if agent not in self._agents:
-                task = asyncio.get_running_loop().create_task(self._collect_agent(agent))
-                self._agents[agent] = task
-                task.add_done_callback(self._collected)
-        if self._agents:
-            await asyncio.wait(list(self._agents.values()), timeout=self.wait)
-        for agent, task in self._agents.items():
-            if not task.done():
+            if agent in self._agents:
                 log.debug("collect pass: agent %s has not answered yet; skipped", agent)
+                continue
+            task = asyncio.get_running_loop().create_task(self._collect_agent(agent))
+            self._agents[agent] = task
+            task.add_done_callback(self._collected)
+            if self.pool.reachable.get(agent):
+                waited.append(task)
+        if waited:
+            await asyncio.wait(waited, timeout=self.wait)
         self.pool.recount(self.ledger.open_runs())
 
     def _collected(self, task: asyncio.Task[None]) -> None:

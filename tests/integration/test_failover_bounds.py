@@ -75,11 +75,12 @@ def test_a_forbid_job_does_not_overlap_itself_when_its_runs_agent_is_away_at_pro
     a.proc.kill9()
     holder.freeze()  # its run goes on; B cannot know of it
     assert b.ctl({"op": "promote", "epoch": 2})["role"] == "active"
+    wait_for("B to plan two fires of its own", lambda: len([
+        r for r in b.ledger_rows("long") if r["run_id"] > first["run_id"]]) >= 2)
+    assert [r for r in other.runs() if r["job"] == "long"] == [], "a second run overlapped"
     waiting = (f"waiting: agent {holder.name} unreachable, a run of this job may still be "
                "running there (concurrency=forbid)")
-    wait_for("B to hold two fires of its own", lambda: len([
-        r for r in b.ledger_rows("long") if r["reason"] == waiting]) >= 2)
-    assert [r for r in other.runs() if r["job"] == "long"] == [], "a second run overlapped"
+    assert any(r["reason"] == waiting for r in b.ledger_rows("long")), dump(b.ledger_rows())
     holder.thaw()
     wait_for("B to adopt the first run", lambda: any(
         r["run_id"] == first["run_id"] for r in b.ledger_rows("long")))
