@@ -138,7 +138,7 @@ class Adopter:
     async def adopt_agent(self, agent: str, now: datetime) -> bool:
         """Adopt the runs of one agent that did not answer at promotion; False if it still
         does not."""
-        records = await self._fetch_started(agent, now, self.pool.adopt_timeout)
+        records = await self._fetch_started(agent, now)  # the client's timeout: nobody waits
         if records is None:
             return False
         done = await self.writer.write(_adoptions(agent, records))

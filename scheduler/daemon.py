@@ -185,7 +185,7 @@ class Scheduler:
         while self.term.active:
             try:
                 await self.collector.collect()
-                await self.term.reconcile()
+                self._spawn(self.term.reconcile())  # in the background: it may list a week
                 # Scheduled runs move on together; a run bound to an agent that is down waits
                 # for the next pass that finds it up. The pass waits for them as for the
                 # agents (an agent stopped since it last answered holds a dispatch to it).

@@ -90,6 +90,7 @@ class Term:
         # The epoch each agent last confirmed to us: below ours, the agent must be told ours
         # before anything else is asked of it (it could still obey our cut-off predecessor).
         self.told: dict[str, int] = {}
+        self._reconciling: set[str] = set()
         self._lock = asyncio.Lock()
         self._demotions: set[asyncio.Task[str]] = set()
 
@@ -195,16 +196,21 @@ class Term:
 
     async def reconcile(self) -> str | None:
         """Adopt what the agents unreconciled at the start of the term ran, for those that
-        answer now. The sentence when one was reconciled, else None (a collect pass runs this
-        every second)."""
+        answer now. The sentence when one was reconciled, else None (each collect pass starts
+        this)."""
         snap = self.snapshot()
         if snap.role != ACTIVE or not snap.unreconciled:
             return None
-        # Those that answer now, all at once: each within the pool's adoption bound, so one
-        # that stops again holds the collect pass no longer than that.
-        ready = [a for a in sorted(snap.unreconciled) if self.pool.reachable.get(a)]
-        adopted = await asyncio.gather(*(self.adopter.adopt_agent(a, self.clock())
-                                         for a in ready))
+        # Those that answer now, all at once; not one already being reconciled (the collect
+        # loop runs this in the background each pass: a long listing holds no pass).
+        ready = [a for a in sorted(snap.unreconciled)
+                 if self.pool.reachable.get(a) and a not in self._reconciling]
+        self._reconciling.update(ready)
+        try:
+            adopted = await asyncio.gather(*(self.adopter.adopt_agent(a, self.clock())
+                                             for a in ready))
+        finally:
+            self._reconciling.difference_update(ready)
         done = [a for a, ok in zip(ready, adopted, strict=True) if ok]
         self.unreconciled.difference_update(done)  # at once: runs held for them may go on
         if not done:
