@@ -53,13 +53,16 @@ class Collector:
         waited = []
         for agent in self.pool.clients:
             if agent in self._agents:
-                log.debug("collect pass: agent %s has not answered yet; skipped", agent)
+                log.debug("collect pass: agent %s still busy from an earlier pass; skipped",
+                          agent)
                 continue
             task = asyncio.get_running_loop().create_task(self._collect_agent(agent))
             self._agents[agent] = task
             task.add_done_callback(self._collected)
             if self.pool.reachable.get(agent):
                 waited.append(task)
+            else:
+                log.debug("collect pass: agent %s unreachable; asked without waiting", agent)
         if waited:
             await asyncio.wait(waited, timeout=self.wait)
         self.pool.recount(self.ledger.open_runs())
