@@ -128,19 +128,23 @@ class Term:
     async def promote(self, epoch: int) -> str:
         """Raise the epoch (durable before we act under it), then become active."""
         log.info("term: promotion to epoch %d asked (at %d)", epoch, self.epoch)
-        new = self.ledger.raise_epoch(epoch)
+        phases = _Phases()
+        new = self.ledger.raise_epoch(epoch)  # an fsync: slow on a busy disk
+        phases.mark("epoch written")
         if self.metrics is not None:
             self.metrics.set_epoch(new)
-        return await self.activate()
+        return await self.activate(phases)
 
-    async def activate(self) -> str:
+    async def activate(self, phases: _Phases | None = None) -> str:
         """Become active: refuse when agents have seen a higher epoch (Superseded); tell the
         answering agents our epoch, adopt what they ran, then start the work."""
         async with self._lock:
             snap = self.snapshot()
             if snap.role == ACTIVE:
                 return self._decided(f"already active at epoch {snap.epoch}")
-            phases = _Phases()  # how long each step took, in the sentence: read from the log
+            # How long each step took, in the sentence: the failover's phases, from the log.
+            phases = phases or _Phases()
+            phases.mark("waited")  # for a cycle under way (a demotion)
             seen = await self.pool.probe()
             phases.mark("probe")
             if seen > snap.epoch:

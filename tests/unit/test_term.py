@@ -74,7 +74,8 @@ def test_activation_tells_the_answering_agents_adopts_their_runs_and_starts_the_
     assert work.started == [({"beat": "2026-01-01T11:59:00Z"}, BEGAN)]
     # One sentence says what the cycle decided.
     assert re.fullmatch(r"active at epoch 5: told and reconciled a; not yet reconciled: b "
-                        r"\(probe \d+\.\d{3}s, told \S+s, adopted \S+s, caught up \S+s\)",
+                        r"\(waited \d+\.\d{3}s, probe \S+s, told \S+s, adopted \S+s, "
+                        r"caught up \S+s\)",
                         sentence), sentence
     assert f"term: {sentence}" in caplog.messages
 
@@ -133,8 +134,9 @@ def test_an_agent_is_told_each_epoch_once(tmp_path: Path) -> None:
     async def go() -> None:
         assert await term.tell("a") and await term.tell("a")
         assert a.calls.count("raise_epoch") == 1
-        await term.promote(6)
+        sentence = await term.promote(6)
         assert a.epoch == 6 and term.told == {"a": 6}
+        assert re.search(r"\(epoch written \S+s, waited \S+s, probe ", sentence), sentence
 
     run(go())
 
