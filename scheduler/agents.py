@@ -14,16 +14,30 @@ from scheduler.runs import SCHEDULED, Run
 
 log = logging.getLogger("hasched.dispatch")
 
-PUSH_TIMEOUT = 3.0  # telling an agent a new epoch: short, a promotion waits for it
+# Per-agent bounds on what a promotion waits for. An agent on a LAN answers these in
+# milliseconds; one that does not within a second is stopped (SIGSTOP), on a dead node (its
+# kept-alive connections hang until a timeout: no RST comes back) or overloaded, and the
+# promotion goes on without it: it is reconciled and told the epoch when it answers again
+# (scheduler.term). The client's own timeouts (connect 1.5 s, total 5 s) would hold a failover
+# for up to 5 s per step (issue 10 measured 5.4 s).
+PROBE_TIMEOUT = 1.0  # health, at promotion and a standby's periodic probe
+PUSH_TIMEOUT = 1.0  # telling an agent a new epoch (a durable write on the agent: one fsync)
+# Listing a week of runs at promotion (the adoption): a bigger answer than a probe, still
+# well under this from a live agent.
+ADOPT_TIMEOUT = 2.0
 
 
 class AgentPool:
-    def __init__(self, clients: Mapping[str, AgentClient], labels: Mapping[str, Iterable[str]],
-                 metrics: Any = None, push_timeout: float = PUSH_TIMEOUT) -> None:
+    def __init__(self, clients: Mapping[str, AgentClient], labels: Mapping[str, Iterable[str]],  # noqa: PLR0913 - the bounds are the tests' to shorten
+                 metrics: Any = None, push_timeout: float = PUSH_TIMEOUT,
+                 probe_timeout: float = PROBE_TIMEOUT,
+                 adopt_timeout: float = ADOPT_TIMEOUT) -> None:
         self.clients = dict(clients)
         self.labels = {name: list(ls) for name, ls in labels.items()}
         self.metrics = metrics
         self.push_timeout = push_timeout
+        self.probe_timeout = probe_timeout
+        self.adopt_timeout = adopt_timeout
         # Optimistic until a contact fails: at start the first probe or order tells.
         self.reachable: dict[str, bool] = dict.fromkeys(self.clients, True)
         self.load: dict[str, int] = dict.fromkeys(self.clients, 0)
@@ -81,11 +95,11 @@ class AgentPool:
 
     # -- probes and epochs ----------------------------------------------------------------
     async def probe(self) -> int:
-        """Health of every agent (read-only: a standby may call it); the highest epoch seen,
-        -1 when none answered."""
+        """Health of every agent at once, each within `probe_timeout` (read-only: a standby may
+        call it); the highest epoch seen, -1 when none answered."""
         async def one(name: str, client: AgentClient) -> int:
             try:
-                h = await client.health()
+                h = await client.health(timeout=self.probe_timeout)
             except (AgentUnreachable, AgentError) as e:
                 self.mark(name, False, str(e))
                 return -1
@@ -98,9 +112,9 @@ class AgentPool:
         """Make the agent keep `epoch` durably. False when it did not answer in time. Raises
         StaleEpoch when it has seen a higher epoch."""
         try:
-            await asyncio.wait_for(self.clients[agent].raise_epoch(epoch), self.push_timeout)
-        except (AgentUnreachable, TimeoutError) as e:
-            why = str(e) or f"no answer within {self.push_timeout:g}s"
+            await self.clients[agent].raise_epoch(epoch, timeout=self.push_timeout)
+        except AgentUnreachable as e:
+            why = str(e)
             self.mark(agent, False, why)
             log.warning("agent %s not told epoch %d: %s; will tell it when it answers",
                         agent, epoch, why)

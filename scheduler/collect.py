@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from scheduler.adopt import adoption, result_fields
+from scheduler.adopt import adoption, correction, result_fields
 from scheduler.agents import AgentPool
 from scheduler.dispatch import StaleHook, observe_lateness
 from scheduler.ledger import BatchWriter, Change, Ledger, utc_iso
@@ -25,24 +25,58 @@ log = logging.getLogger("hasched.dispatch")
 FinalHook = Callable[[Run], Awaitable[None]]
 EpochTold = Callable[[str], Awaitable[bool]]
 
+# How long a collect pass waits for each agent (all at once). An agent that has not answered by
+# then (stopped, its node dead, overloaded) is left to finish in the background, and skipped by
+# the passes that follow until it has: the others are collected every pass (a pass waited for
+# the slowest agent: 3 s a pass behind a SIGSTOPped one). A live agent answers in milliseconds.
+COLLECT_WAIT = 1.0
+
 
 class Collector:
     def __init__(self, ledger: Ledger, writer: BatchWriter, pool: AgentPool, output_dir: Path,  # noqa: PLR0913 - its collaborators, given by daemon.py, which wires the parts
                  epoch: Callable[[], int], tell: EpochTold, on_stale: StaleHook,
-                 on_final: FinalHook, metrics: Any = None) -> None:
+                 on_final: FinalHook, metrics: Any = None, wait: float = COLLECT_WAIT) -> None:
         """`tell(agent)` makes sure the agent holds our epoch before it is asked anything (the
         term's job: False when it does not answer); `on_final` follows a run's final state
         (retries)."""
         self.ledger, self.writer, self.pool = ledger, writer, pool
         self.output_dir = Path(output_dir)
         self.epoch, self.tell, self.on_stale, self.on_final = epoch, tell, on_stale, on_final
-        self.metrics = metrics
+        self.metrics, self.wait = metrics, wait
         self._finishing: set[tuple[str, int]] = set()
+        self._agents: dict[str, asyncio.Task[None]] = {}  # a collection per agent at most
 
     async def collect(self) -> None:
-        """One pass over every agent: record progress and results, then acknowledge."""
-        await asyncio.gather(*(self._collect_agent(n) for n in self.pool.clients))
+        """One pass over every agent: record progress and results, then acknowledge. Waits up
+        to `wait` for the agents that answered last time; one already found unreachable is
+        asked in the background, one still busy from an earlier pass is skipped until done."""
+        waited = []
+        for agent in self.pool.clients:
+            if agent in self._agents:
+                log.debug("collect pass: agent %s still busy from an earlier pass; skipped",
+                          agent)
+                continue
+            task = asyncio.get_running_loop().create_task(self._collect_agent(agent))
+            self._agents[agent] = task
+            task.add_done_callback(self._collected)
+            if self.pool.reachable.get(agent):
+                waited.append(task)
+            else:
+                log.debug("collect pass: agent %s unreachable; asked without waiting", agent)
+        if waited:
+            await asyncio.wait(waited, timeout=self.wait)
         self.pool.recount(self.ledger.open_runs())
+
+    def _collected(self, task: asyncio.Task[None]) -> None:
+        for agent, t in list(self._agents.items()):
+            if t is task:
+                del self._agents[agent]
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("collecting from %s failed: %s", agent, task.exception())
+
+    def in_flight(self) -> list[asyncio.Task[None]]:
+        """The collections still going on (cancelled with the work of the term)."""
+        return list(self._agents.values())
 
     async def _collect_agent(self, agent: str) -> None:
         client = self.pool.client(agent)
@@ -87,6 +121,10 @@ class Collector:
         if run is None:
             await self.writer.write([adoption(agent, record, final=False)])
             run = self.ledger.get_attempt(*key)
+        elif change := correction(agent, record, run):  # ended here, yet it ran there
+            if (await self.writer.write([change]))[0]:
+                log.warning("run %s attempt %s: %s", *key, change.fields["reason"])
+            run = self.ledger.get_attempt(*key)
         if record["state"] in FINAL_STATES:
             await self.finish(agent, record)
         elif run and run.state in (SCHEDULED, DISPATCHED):
@@ -124,6 +162,8 @@ class Collector:
             if run is None:
                 return
             fields = {**result_fields(record), "agent": agent}  # a held run has none yet
+            if not fields["reason"] and run.state == RUNNING:
+                fields["reason"] = run.reason  # a correction's note (adopt.correction)
             if run.state not in FINAL_STATES or not run.output_path:
                 base = self.output_dir / record["job"] / f"{record['run_id']}.{key[1]}"
                 await self._save_output(client, key, base, record.get("output") or {})

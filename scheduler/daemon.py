@@ -161,10 +161,11 @@ class Scheduler:
                               f"{cfg.listen_host}:{cfg.listen_port}: {_why(e)}") from None
         log.info("REST API listening on %s:%s", self.config.listen_host, self.config.listen_port)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._spawned.add(task)
         task.add_done_callback(self._spawned.discard)
+        return task
 
     # -- the work of an active term (the term's hooks) -----------------------------------------
     async def _start_work(self, latest: dict[str, str], began_at: datetime) -> None:
@@ -173,7 +174,8 @@ class Scheduler:
                        asyncio.create_task(self._collect_loop())]
 
     async def _stop_work(self) -> None:
-        tasks, self._tasks = self._tasks + list(self._spawned), []
+        tasks = self._tasks + list(self._spawned) + self.collector.in_flight()
+        self._tasks = []
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -186,14 +188,16 @@ class Scheduler:
         while self.term.active:
             try:
                 await self.collector.collect()
-                await self.term.reconcile()
+                self._spawn(self.term.reconcile())  # in the background: it may list a week
                 # Scheduled runs move on together; a run bound to an agent that is down waits
-                # for the next pass that finds it up (no timeout per run per pass).
+                # for the next pass that finds it up. The pass waits for them as for the
+                # agents (an agent stopped since it last answered holds a dispatch to it).
                 reach = self.pool.reachable
                 pending = [r for r in self.ledger.open_runs() if r.state == SCHEDULED
                            and (not r.agent or reach.get(r.agent, False))]
-                if self.term.active:
-                    await asyncio.gather(*(self.mover.advance(r) for r in pending))
+                if self.term.active and pending:
+                    await asyncio.wait([self._spawn(self.mover.advance(r)) for r in pending],
+                                       timeout=self.collector.wait)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -317,20 +321,17 @@ class Scheduler:
     def get_job(self, name: str) -> dict[str, Any]:
         return self._job_view(name)
 
-    def _paused(self) -> set[str]:
-        return {n for n, s in self.ledger.job_states().items() if s["paused"]}
-
     def next_fires(self, name: str, count: int, start: datetime) -> dict[str, Any]:
         job = self.jobs.get(name)
         if job is None:
             raise NotFound(f"no job {name!r}")
-        return preview.next_view(job, start, count, paused=name in self._paused())
+        return preview.next_view(job, start, count, paused=name in self.ledger.paused_jobs())
 
     async def forecast(self, start: datetime, end: datetime, limit: int) -> dict[str, Any]:
         # Every job's next fires (100k jobs: about a second) are worked out in a thread, so the
         # planning loop keeps its turns; the ledger is read here, in the loop's thread.
         return await asyncio.to_thread(preview.forecast_view, dict(self.jobs), start, end, limit,
-                                       self._paused())
+                                       self.ledger.paused_jobs())
 
     def _refuse_on_standby(self) -> None:
         if not self.term.active:

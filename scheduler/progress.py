@@ -23,7 +23,7 @@ from scheduler.triggers import zone
 
 log = logging.getLogger("hasched.scheduler")
 
-Spawn = Callable[[Coroutine[Any, Any, None]], None]
+Spawn = Callable[[Coroutine[Any, Any, None]], Any]  # runs it as a task of the term
 RECALL_MARGIN = 0.25  # seconds: a run sent ahead and due sooner may be starting already
 
 
@@ -135,11 +135,17 @@ class RunMover:
         """Keep the run scheduled until those agents answer (then it is adopted or sent), or
         cancel it once the misfire grace has passed."""
         who = f"agent{'s' if len(unsure) > 1 else ''} {', '.join(unsure)}"
+        if self.term.before_term(run):  # this very run may have gone to one of them
+            wait, give_up = ("cannot rule out that it already ran", "not sent to another "
+                             "agent: it may already have run there")
+        else:  # a run of the job may still be running on one of them
+            wait = give_up = (f"a run of this job may still be running there "
+                              f"(concurrency={job.concurrency})")
+            give_up = f"not started: {give_up}"
         if self.clock() - parse_time(run.nominal) > timedelta(seconds=job.misfire.grace):
-            await self.close(run.key, CANCELLED, f"{who} stayed unreachable for the misfire "
-                             "grace; not sent to another agent: it may already have run there")
-        elif run.reason != (why := f"waiting: {who} unreachable, cannot rule out that it "
-                                   "already ran"):
+            await self.close(run.key, CANCELLED,
+                             f"{who} stayed unreachable for the misfire grace; {give_up}")
+        elif run.reason != (why := f"waiting: {who} unreachable, {wait}"):
             await self.writer.write([Change("update", *run.key, fields={
                 "reason": why, "agent": None}, when=(SCHEDULED,))])
 

@@ -274,22 +274,31 @@ class AgentClient:
     def _run_path(run_id: str, attempt: int) -> str:
         return f"/v1/runs/{quote(run_id, safe='')}/{int(attempt)}"
 
-    async def _call(
+    async def _call(  # noqa: PLR0913 - keyword-only options of one request
         self, method: str, path: str, *, body: Any = None, params: Any = None,
-        text: bool = False, allow_404: bool = False,
+        text: bool = False, allow_404: bool = False, timeout: float | None = None,
     ) -> tuple[int, Any]:
+        """One request; `timeout` (seconds, the whole request) below the client's for the
+        calls that something waits on (a promotion's probe and epoch push)."""
         import aiohttp
 
         session = self._get_session()
+        bound = self._timeout if timeout is None else min(timeout, self._timeout)
         try:
             async with session.request(
-                method, self.url + path, json=body, params=params
+                method, self.url + path, json=body, params=params,
+                timeout=aiohttp.ClientTimeout(
+                    total=bound, sock_connect=min(self._connect_timeout, bound)),
             ) as resp:
                 status = resp.status
                 raw = await resp.text()
         except TimeoutError:
+            # The kept-alive connections go too: to a dead node (or a stopped agent) each one
+            # would hold the next call for its whole timeout, where a new connection fails at
+            # the connect timeout (a node gone) or is refused (an agent gone).
+            await self.close()
             raise AgentUnreachable(
-                f"agent {self.name} ({self.url}): no answer within {self._timeout:g}s"
+                f"agent {self.name} ({self.url}): no answer within {bound:g}s"
             ) from None
         except aiohttp.ClientError as e:
             reason = " ".join(str(e).split()) or type(e).__name__
@@ -313,8 +322,8 @@ class AgentClient:
         except ValueError:
             raise AgentError(f"agent {self.name}: answer is not JSON", status) from None
 
-    async def health(self) -> dict[str, Any]:
-        return (await self._call("GET", "/v1/health"))[1]
+    async def health(self, timeout: float | None = None) -> dict[str, Any]:
+        return (await self._call("GET", "/v1/health", timeout=timeout))[1]
 
     async def dispatch(self, order: DispatchOrder) -> tuple[bool, dict[str, Any]]:
         """(created, RUN): created is False when the agent already had this (run_id, attempt)."""
@@ -322,7 +331,8 @@ class AgentClient:
         return bool(data.get("created")), data["run"]
 
     async def runs(
-        self, *, unacked: bool = False, since: datetime | None = None
+        self, *, unacked: bool = False, since: datetime | None = None,
+        timeout: float | None = None,
     ) -> list[dict[str, Any]]:
         """The agent's runs, those with an invalid id left out: an agent from before ids were
         checked may hold one like '..', which no URL names; adopted, it would be asked after
@@ -332,7 +342,7 @@ class AgentClient:
             params["unacked"] = "1"
         if since is not None:
             params["since"] = utc_iso(since)
-        runs = (await self._call("GET", "/v1/runs", params=params))[1]["runs"]
+        runs = (await self._call("GET", "/v1/runs", params=params, timeout=timeout))[1]["runs"]
         if all(valid_run_id(r.get("run_id")) for r in runs):
             return runs
         for run in runs:
@@ -357,10 +367,11 @@ class AgentClient:
         path = self._run_path(run_id, attempt) + "/cancel"
         return (await self._call("POST", path, body={"epoch": epoch}))[1]
 
-    async def raise_epoch(self, epoch: int) -> int:
+    async def raise_epoch(self, epoch: int, timeout: float | None = None) -> int:
         """Tell the agent a new term began: it keeps max(its epoch, `epoch`) durably and answers
         it. Raises StaleEpoch when the agent has seen a higher one."""
-        return int((await self._call("POST", "/v1/epoch", body={"epoch": epoch}))[1]["epoch"])
+        answer = await self._call("POST", "/v1/epoch", body={"epoch": epoch}, timeout=timeout)
+        return int(answer[1]["epoch"])
 
     async def close(self) -> None:
         if self._session is not None and not self._session.closed:

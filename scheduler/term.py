@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,6 +59,22 @@ def _names(agents: Iterable[str]) -> str:
     return ", ".join(sorted(agents)) or "none"
 
 
+class _Phases:
+    """The steps of a cycle and how long each took: "probe 0.002s, told 0.004s, ..."."""
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+        self._took: list[tuple[str, float]] = []
+
+    def mark(self, step: str) -> None:
+        now = time.monotonic()
+        self._took.append((step, now - self._last))
+        self._last = now
+
+    def __str__(self) -> str:
+        return ", ".join(f"{step} {took:.3f}s" for step, took in self._took)
+
+
 class Term:
     def __init__(self, ledger: Ledger, pool: AgentPool, adopter: Adopter, on_active: Begin,  # noqa: PLR0913 - its collaborators, given by daemon.py, which wires the parts
                  on_standby: End, metrics: Any = None,
@@ -73,6 +90,7 @@ class Term:
         # The epoch each agent last confirmed to us: below ours, the agent must be told ours
         # before anything else is asked of it (it could still obey our cut-off predecessor).
         self.told: dict[str, int] = {}
+        self._reconciling: set[str] = set()
         self._lock = asyncio.Lock()
         self._demotions: set[asyncio.Task[str]] = set()
 
@@ -109,19 +127,26 @@ class Term:
     # -- cycles ----------------------------------------------------------------------------
     async def promote(self, epoch: int) -> str:
         """Raise the epoch (durable before we act under it), then become active."""
-        new = self.ledger.raise_epoch(epoch)
+        log.info("term: promotion to epoch %d asked (at %d)", epoch, self.epoch)
+        phases = _Phases()
+        new = self.ledger.raise_epoch(epoch)  # an fsync: slow on a busy disk
+        phases.mark("epoch written")
         if self.metrics is not None:
             self.metrics.set_epoch(new)
-        return await self.activate()
+        return await self.activate(phases)
 
-    async def activate(self) -> str:
+    async def activate(self, phases: _Phases | None = None) -> str:
         """Become active: refuse when agents have seen a higher epoch (Superseded); tell the
         answering agents our epoch, adopt what they ran, then start the work."""
         async with self._lock:
             snap = self.snapshot()
             if snap.role == ACTIVE:
                 return self._decided(f"already active at epoch {snap.epoch}")
+            # How long each step took, in the sentence: the failover's phases, from the log.
+            phases = phases or _Phases()
+            phases.mark("waited")  # for a cycle under way (a demotion)
             seen = await self.pool.probe()
+            phases.mark("probe")
             if seen > snap.epoch:
                 self._decided(f"SUPERSEDED: agents have seen epoch {seen} > ours {snap.epoch}; "
                               "staying standby", logging.ERROR)
@@ -133,6 +158,7 @@ class Term:
             # failover for a timeout at each step. The collect loop tells and adopts it later.
             up = self.pool.answering()
             refused = await self.tell_all(up)
+            phases.mark("told")
             if refused:
                 agent, e = refused[0]
                 self._decided(f"SUPERSEDED: agent {agent} refused our epoch {snap.epoch} ({e}); "
@@ -142,12 +168,14 @@ class Term:
             self._set_role(ACTIVE)
             now = self.clock()
             latest, self.unreconciled = await self.adopter.adopt(now, up)
+            phases.mark("adopted")
             self.began_at = now
             await self.on_active(latest, now)
+            phases.mark("caught up")
             later = (f"; not yet reconciled: {_names(self.unreconciled)}"
                      if self.unreconciled else "")
             return self._decided(f"active at epoch {snap.epoch}: told and reconciled "
-                                 f"{_names(up)}{later}")
+                                 f"{_names(up)}{later} ({phases})")
 
     async def demote(self, why: str = "asked to") -> str:
         """Stop the work of the term and go back to standby."""
@@ -172,17 +200,23 @@ class Term:
 
     async def reconcile(self) -> str | None:
         """Adopt what the agents unreconciled at the start of the term ran, for those that
-        answer now. The sentence when one was reconciled, else None (a collect pass runs this
-        every second)."""
+        answer now. The sentence when one was reconciled, else None (each collect pass starts
+        this)."""
         snap = self.snapshot()
         if snap.role != ACTIVE or not snap.unreconciled:
             return None
-        done = []
-        for agent in sorted(snap.unreconciled):
-            if self.pool.reachable.get(agent) and await self.adopter.adopt_agent(agent,
-                                                                                 self.clock()):
-                self.unreconciled.discard(agent)  # at once: runs held for it may go on
-                done.append(agent)
+        # Those that answer now, all at once; not one already being reconciled (the collect
+        # loop runs this in the background each pass: a long listing holds no pass).
+        ready = [a for a in sorted(snap.unreconciled)
+                 if self.pool.reachable.get(a) and a not in self._reconciling]
+        self._reconciling.update(ready)
+        try:
+            adopted = await asyncio.gather(*(self.adopter.adopt_agent(a, self.clock())
+                                             for a in ready))
+        finally:
+            self._reconciling.difference_update(ready)
+        done = [a for a, ok in zip(ready, adopted, strict=True) if ok]
+        self.unreconciled.difference_update(done)  # at once: runs held for them may go on
         if not done:
             return None
         rest = f"; still not: {_names(self.unreconciled)}" if self.unreconciled else ""
@@ -212,11 +246,20 @@ class Term:
         return refused
 
     # -- what the term means for a run ------------------------------------------------------
+    def before_term(self, run: Run) -> bool:
+        """A planned fire from before this term began (the predecessor's to send)."""
+        return (run.planned and self.began_at is not None
+                and parse_time(run.nominal) < self.began_at)
+
     def unsure_members(self, job: Any, run: Run) -> list[str]:
-        """The pool members not reconciled since this term began, for a planned fire from
-        before then: the predecessor may have sent it to one of them, and a run sent to another
-        member would run twice."""
-        if (job.agent or not run.planned or not self.unreconciled or self.began_at is None
-                or parse_time(run.nominal) >= self.began_at):
+        """The agents not reconciled since this term began that a run must wait for: for a
+        planned fire from before then, the pool members (the predecessor may have sent it to
+        one of them, and a run sent to another member would run twice); for any run of a job
+        that must not overlap itself (concurrency forbid or replace), the job's agents (a run
+        the predecessor started may still be running on one of them)."""
+        if not self.unreconciled or self.began_at is None:
             return []
-        return sorted(a for a in self.unreconciled if job.pool in self.pool.labels.get(a, ()))
+        if job.concurrency == "allow" and (job.agent or not self.before_term(run)):
+            return []
+        mine = [job.agent] if job.agent else self.pool.members(job.pool)
+        return sorted(a for a in mine if a in self.unreconciled)

@@ -6,6 +6,7 @@ library only: the supervisor imports this and none of the agent's code.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 # Ledger and agent timestamps: to the microsecond, so that `since=` can be exact.
@@ -36,3 +37,18 @@ def parse_time(text: str) -> datetime:
     except (ValueError, AttributeError, TypeError):
         raise ValueError(f"not an ISO-8601 time: {text!r}") from None
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+
+
+def log_stamp(created: float | None = None) -> str:
+    """The time at the start of a log line (`created`: a time.time(), now without it): ISO
+    8601 UTC to the millisecond, so that a scheduler.log lines up with Pacemaker's log and the
+    other nodes' after a failover."""
+    created = time.time() if created is None else created
+    return (f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(created))}."
+            f"{int(created * 1000) % 1000:03d}Z")
+
+
+def log_line(level: str, name: str, message: str) -> str:
+    """A line in the daemons' log format (scheduler.logs), for a process with no logging of
+    its own: a run's supervisor, whose stderr is the agent's log."""
+    return f"{log_stamp()} {level} {name}: {message}"

@@ -33,7 +33,7 @@ from setproctitle import setproctitle
 
 from scheduler.agent import cgroup, spawn
 from scheduler.agent.procs import start_ticks
-from scheduler.times import utc_iso
+from scheduler.times import log_line, utc_iso
 
 # Not `subprocess` nor `pathlib`: see scheduler/agent/spawn.py.
 
@@ -316,7 +316,8 @@ def supervise(rundir: str, spec: dict[str, Any] | None = None) -> int:
     # posix_spawn does not (ours are close-on-exec; an inherited one need not be).
     os.closerange(3, os.sysconf("SC_OPEN_MAX"))
     if not claim(rundir):
-        print(f"{rundir}: another supervisor has claimed this run; leaving it", file=sys.stderr)
+        print(log_line("WARNING", "hasched.supervisor", f"{rundir}: another supervisor has "
+                       "claimed this run; leaving it"), file=sys.stderr)
         return 0
     Supervisor(rundir, spec).run()
     return 0
@@ -341,7 +342,8 @@ def forked_supervisor(rundir: str, spec: str) -> None:
         except FileExistsError:
             pass
         code = supervise(rundir, json.loads(spec) if spec else None)  # "": in spec.json
-    except BaseException:
+    except BaseException:  # a line the agent's log can place in time, then the traceback
+        print(log_line("ERROR", "hasched.supervisor", f"{rundir}: failed:"), file=sys.stderr)
         traceback.print_exc()
     finally:
         os._exit(code)

@@ -208,6 +208,16 @@ class Agent:
         """kill -9 the agent and its launcher; its supervisors (own sessions) live on."""
         self.proc.kill9()
 
+    def freeze(self) -> None:
+        """SIGSTOP the agent and its launcher, as a hung node's: its port still accepts
+        connections (the kernel does), nothing answers; its supervisors (own sessions) and their
+        jobs go on."""
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after freeze: it answers again."""
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
     def log(self) -> str:
         return self.proc.logtext()
 

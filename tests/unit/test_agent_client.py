@@ -8,7 +8,7 @@ import logging
 import pytest
 from aiohttp import web
 
-from scheduler.protocol import AgentClient, make_run
+from scheduler.protocol import AgentClient, AgentUnreachable, make_run
 
 pytestmark = pytest.mark.unit
 
@@ -44,3 +44,46 @@ def test_runs_with_invalid_ids_are_left_out_and_logged_once(caplog) -> None:
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [f"agent a1 holds a run with an invalid id {b['run_id']!r}: ignored"
                      for b in bad], lines
+
+
+def test_a_call_that_times_out_drops_the_kept_alive_connections_to_that_agent() -> None:
+    """A dead node's agent: its kept-alive connections hang (no RST comes back) where a new
+    one fails fast or is answered. After one call ran into its bound, the next must not take
+    another of those connections (issue 10: 5 s of promotion behind one)."""
+    old: set[tuple[str, int]] = set()
+    dead, gone = asyncio.Event(), asyncio.Event()
+
+    async def health(request: web.Request) -> web.Response:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        if dead.is_set() and peer in old:
+            await gone.wait()  # this connection's peer is gone: no answer before the test ends
+        old.add(peer)
+        return web.json_response({"epoch": 3})
+
+    async def body() -> tuple[str, dict]:
+        app = web.Application()
+        app.router.add_get("/v1/health", health)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        client = AgentClient("a1", f"http://127.0.0.1:{port}", "t" * 32, timeout=30.0)
+        try:
+            await asyncio.gather(client.health(), client.health())  # two kept alive
+            assert len(old) == 2
+            dead.set()
+            try:
+                await client.health(timeout=0.2)
+                first = "answered"
+            except AgentUnreachable as e:
+                first = str(e)
+            return first, await client.health(timeout=5.0)
+        finally:
+            gone.set()
+            await client.close()
+            await runner.cleanup()
+
+    first, second = asyncio.run(body())
+    assert first.endswith("no answer within 0.2s"), first
+    assert second == {"epoch": 3}

@@ -71,3 +71,24 @@ def test_the_epoch_push_says_who_did_not_answer_and_raises_when_superseded() -> 
         asyncio.run(pool.push_epoch("e", 5))
     # An agent from before the push: our first order raises its epoch, so it counts as told.
     assert asyncio.run(pool.push_epoch("o", 5)) is True
+
+
+@pytest.mark.timeout(30)
+def test_a_probe_waits_for_a_stopped_agent_only_up_to_its_bound() -> None:
+    """A SIGSTOPped agent never answers: the probe ends with the others' answer, that agent
+    marked unreachable (without the bound the fake hangs, and the test with it)."""
+    stopped = FakeAgent("b", epoch=7)
+    stopped.stopped = True
+    pool = AgentPool({"a": FakeAgent("a", epoch=3), "b": stopped}, {"a": [], "b": []},
+                     probe_timeout=0.01)
+    assert asyncio.run(pool.probe()) == 3
+    assert pool.answering() == ["a"]
+
+
+@pytest.mark.timeout(30)
+def test_an_epoch_push_to_a_stopped_agent_gives_up_at_its_bound() -> None:
+    stopped = FakeAgent("a")
+    stopped.stopped = True
+    pool = AgentPool({"a": stopped}, {"a": []}, push_timeout=0.01)
+    assert asyncio.run(pool.push_epoch("a", 4)) is False
+    assert pool.answering() == []

@@ -22,12 +22,16 @@ NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)  # the mover's clock: mid-day, far
 
 
 class FakeTerm:
-    def __init__(self, unsure: list[str] | None = None) -> None:
+    def __init__(self, unsure: list[str] | None = None, before: bool = True) -> None:
         self.active = True
         self.unsure = unsure or []
+        self.before = before  # the runs are planned fires from before the term
 
     def unsure_members(self, job: Any, run: Run) -> list[str]:
         return self.unsure
+
+    def before_term(self, run: Run) -> bool:
+        return self.before
 
 
 class FakeDispatcher:
@@ -136,6 +140,21 @@ def test_a_run_an_unreconciled_member_may_have_run_is_held(tmp_path: Path) -> No
     held = advance(b, b.add("j", NOW - timedelta(seconds=1), agent="a"))
     assert held.state == "scheduled" and held.agent is None
     assert held.reason == "waiting: agent b unreachable, cannot rule out that it already ran"
+    assert b.dispatcher.sent == []
+
+
+def test_a_forbid_run_waits_for_a_member_that_may_still_run_the_job_then_is_cancelled(
+        tmp_path: Path) -> None:
+    b = Bench(tmp_path, replace(job(), agent=None, pool="workers"),
+              term=FakeTerm(["b"], before=False))
+    held = advance(b, b.add("j", NOW - timedelta(seconds=1), agent="a"))
+    assert (held.state, held.reason) == ("scheduled", "waiting: agent b unreachable, a run of "
+                                         "this job may still be running there "
+                                         "(concurrency=forbid)")
+    late = advance(b, b.add("j", NOW - timedelta(hours=2)))
+    assert (late.state, late.reason) == ("cancelled", "agent b stayed unreachable for the "
+                                         "misfire grace; not started: a run of this job may "
+                                         "still be running there (concurrency=forbid)")
     assert b.dispatcher.sent == []
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,10 @@ def test_activation_tells_the_answering_agents_adopts_their_runs_and_starts_the_
     assert ledger.get_attempt("beat@2026-01-01T11:59:00Z", 1).agent == "a"
     assert work.started == [({"beat": "2026-01-01T11:59:00Z"}, BEGAN)]
     # One sentence says what the cycle decided.
-    assert sentence == "active at epoch 5: told and reconciled a; not yet reconciled: b"
+    assert re.fullmatch(r"active at epoch 5: told and reconciled a; not yet reconciled: b "
+                        r"\(waited \d+\.\d{3}s, probe \S+s, told \S+s, adopted \S+s, "
+                        r"caught up \S+s\)",
+                        sentence), sentence
     assert f"term: {sentence}" in caplog.messages
 
 
@@ -129,8 +134,9 @@ def test_an_agent_is_told_each_epoch_once(tmp_path: Path) -> None:
     async def go() -> None:
         assert await term.tell("a") and await term.tell("a")
         assert a.calls.count("raise_epoch") == 1
-        await term.promote(6)
+        sentence = await term.promote(6)
         assert a.epoch == 6 and term.told == {"a": 6}
+        assert re.search(r"\(epoch written \S+s, waited \S+s, probe ", sentence), sentence
 
     run(go())
 
@@ -153,8 +159,44 @@ def test_a_planned_fire_from_before_the_term_waits_for_unreconciled_pool_members
     pooled = Job(name="j", command=("true",), trigger=IntervalTrigger(60.0), pool="workers")
     before = Run("j@2026-01-01T11:59:00Z", 1, "j", "2026-01-01T11:59:00Z")
     after = Run("j@2026-01-01T12:01:00Z", 1, "j", "2026-01-01T12:01:00Z")
-    assert term.unsure_members(pooled, before) == ["b"]
-    assert term.unsure_members(pooled, after) == []  # planned in this term: ours alone
-    assert term.unsure_members(pooled, Run(before.run_id, 2, "j", before.nominal)) == []
+    overlap = replace(pooled, concurrency="allow")
+    assert term.unsure_members(overlap, before) == ["b"]
+    assert term.unsure_members(overlap, after) == []  # planned in this term: ours alone
+    assert term.unsure_members(overlap, Run(before.run_id, 2, "j", before.nominal)) == []
     bound = Job(name="j", command=("true",), trigger=IntervalTrigger(60.0), agent="a")
     assert term.unsure_members(bound, before) == []
+
+
+def test_a_job_that_must_not_overlap_waits_for_its_unreconciled_agents_whenever_planned(
+        tmp_path: Path) -> None:
+    """A run the predecessor started may still be running on b: forbid (the default) and
+    replace jobs wait for it, the fires of this term and manual runs too."""
+    term, _, _ = make_term(tmp_path, FakeAgent("a"), FakeAgent("b", up=False))
+    run(term.activate())
+    pooled = Job(name="j", command=("true",), trigger=IntervalTrigger(60.0), pool="workers")
+    after = Run("j@2026-01-01T12:01:00Z", 1, "j", "2026-01-01T12:01:00Z")
+    manual = Run("j@2026-01-01T12:00:30Z", 1, "j", "2026-01-01T12:00:30Z", manual=True)
+    assert term.unsure_members(pooled, after) == ["b"]
+    assert term.unsure_members(pooled, manual) == ["b"]
+    assert term.unsure_members(replace(pooled, concurrency="replace"), after) == ["b"]
+    bound_b = replace(pooled, pool=None, agent="b")
+    assert term.unsure_members(bound_b, after) == ["b"]
+    assert term.unsure_members(replace(pooled, pool=None, agent="a"), after) == []
+
+
+@pytest.mark.timeout(30)
+def test_a_stopped_agent_does_not_hold_the_activation(tmp_path: Path) -> None:
+    """b is SIGSTOPped (it accepts, never answers): the term becomes active with a alone,
+    b left to reconcile when it answers."""
+    a, b = FakeAgent("a", epoch=4), FakeAgent("b")
+    b.stopped = True
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.raise_epoch(5)
+    pool = AgentPool({"a": a, "b": b}, {"a": ["workers"], "b": ["workers"]},
+                     probe_timeout=0.01, push_timeout=0.01, adopt_timeout=0.01)
+    work = Work()
+    term = Term(ledger, pool, Adopter(BatchWriter(ledger), pool), work.start, work.stop,
+                clock=lambda: BEGAN)
+    run(term.activate())
+    assert term.role == ACTIVE and term.unreconciled == {"b"}
+    assert term.told == {"a": 5} and len(work.started) == 1
