@@ -1,0 +1,113 @@
+"""Crash → an active scheduler answering on the VIP, in the container lab (root, `make lab` first).
+
+    .venv/bin/python bench/failover.py [--crashes 6] [--baseline]
+
+Each round crashes the node holding the VIP (pull the plug: its container killed, its link down,
+as tests/cluster/test_failover.py does) and times, from the crash, the first /health on the VIP
+that answers `"role": "active"` (polled every 0.2 s from the lab's client namespace). Then the
+crashed node is powered on once the survivor is done with it (fenced, offline and clean) and has
+rejoined, and the next round crashes the new holder, so the rounds alternate between the nodes.
+Prints every crash and median/max per crashed node, in the quorum mode the lab runs in.
+
+--baseline: afterwards, the same rounds with the lab switched to the other quorum mode (one run
+of site.yml with pacemaker_cluster_qdevice_host set or emptied), then switched back. No
+assertions (the tests check behaviour; this prints figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.cluster.conftest import (  # noqa: E402
+    both_online,
+    health,
+    lab_qdevice_host,
+    playbook,
+    power_back_on,
+    wait_for,
+)
+from tests.cluster.test_failover import holder  # noqa: E402
+from tests.lab import lab  # noqa: E402
+from tests.lab.bmc import join_netns  # noqa: E402
+from tests.lab.config import CLIENT_NS, QDEVICE_HOST, node  # noqa: E402
+
+
+def _active() -> bool:
+    return (health(timeout=1) or {}).get("role") == "active"
+
+
+def crash_once() -> tuple[str, float]:
+    victim = holder()
+    if victim is None:
+        raise SystemExit("bench: no node holds the VIP; is the lab provisioned (make lab)?")
+    survivor = "node2" if victim == "node1" else "node1"
+    crashed = time.monotonic()
+    lab.crash(node(victim))
+    wait_for("an active scheduler on the VIP", _active, 240, every=0.2)
+    seconds = time.monotonic() - crashed
+    print(f"  crash of {victim}: active on the VIP after {seconds:.2f} s", flush=True)
+    power_back_on(victim, survivor)
+    wait_for("the scheduler active again", _active, 120)
+    return victim, seconds
+
+
+def rounds(n: int, label: str) -> dict[str, list[float]]:
+    print(f"{label}: {n} crashes", flush=True)
+    wait_for("both nodes online", both_online, 240, every=3)
+    times: dict[str, list[float]] = {"node1": [], "node2": []}
+    for _ in range(n):
+        victim, seconds = crash_once()
+        times[victim].append(seconds)
+    return times
+
+
+def report(label: str, times: dict[str, list[float]]) -> None:
+    for name, values in times.items():
+        if values:
+            print(f"{label:>9} crash of {name}: n={len(values)} "
+                  f"median {statistics.median(values):.2f} s, max {max(values):.2f} s")
+    every = [v for values in times.values() for v in values]
+    if every:
+        print(f"{label:>9} all: n={len(every)} median {statistics.median(every):.2f} s, "
+              f"max {max(every):.2f} s")
+
+
+def _apply(qdevice_host: str) -> None:
+    res = playbook("-e", json.dumps({"pacemaker_cluster_qdevice_host": qdevice_host}))
+    if res.returncode != 0:
+        raise SystemExit(f"bench: site.yml failed:\n{res.stdout[-3000:]}")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--crashes", type=int, default=6, help="crashes per mode (default 6)")
+    p.add_argument("--baseline", action="store_true",
+                   help="also measure the other quorum mode (qdevice / two-node), then switch back")
+    args = p.parse_args()
+    own = lab_qdevice_host()
+    join_netns(CLIENT_NS)
+    label = "qdevice" if own else "two-node"
+    results = {label: rounds(args.crashes, label)}
+    if args.baseline:
+        other = "" if own else QDEVICE_HOST
+        _apply(other)
+        other_label = "qdevice" if other else "two-node"
+        try:
+            results[other_label] = rounds(args.crashes, other_label)
+        finally:
+            _apply(own)
+    print("\ncrash -> active scheduler answering on the VIP (seconds)")
+    for name, times in results.items():
+        report(name, times)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
