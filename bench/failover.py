@@ -50,7 +50,7 @@ def _active() -> bool:
 
 # In the survivor's journal (the containers share the host's clock): fencing done, promote done.
 PHASES = {"fenced": "Operation 'off' targeting {victim} by .*: OK",
-          "promoted": "Result of (promote|start) operation for hasched-scheduler on {survivor}: ok"}
+          "promoted": "Result of promote operation for hasched-scheduler on {survivor}: ok"}
 
 
 def phases(victim: str, survivor: str, since: float) -> dict[str, float]:
@@ -67,7 +67,16 @@ def phases(victim: str, survivor: str, since: float) -> dict[str, float]:
     return found
 
 
+def settled() -> bool:
+    """Both scheduler instances up (one Promoted, one Unpromoted): a crash right after a rejoin
+    would also time the rejoined node's start."""
+    out = ssh("node1", "pcs", "status", "resources", check=False).stdout
+    return bool(re.search(r"Promoted: \[ node[12] \]", out)
+                and re.search(r"Unpromoted: \[ node[12] \]", out))
+
+
 def crash_once() -> tuple[str, float, dict[str, float]]:
+    wait_for("both scheduler instances running", settled, 180)
     victim = holder()
     if victim is None:
         raise SystemExit("bench: no node holds the VIP; is the lab provisioned (make lab)?")
