@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # `tests.lab` from the repo root
 
@@ -44,6 +45,12 @@ def playbook(*extra: str, inventory: str | None = None) -> subprocess.CompletedP
     return subprocess.run(
         [ANSIBLE_PLAYBOOK, "-i", inventory or str(INVENTORY_DIR), "site.yml", *extra],
         cwd=Path(REPO_ROOT) / "ansible", capture_output=True, text=True)
+
+
+def lab_qdevice_host() -> str:
+    """The quorum device's host the lab was brought up with (HASCHED_LAB_QUORUM), "" for none."""
+    hosts = yaml.safe_load((INVENTORY_DIR / "hosts.yml").read_text())
+    return hosts["all"]["vars"]["pacemaker_cluster_qdevice_host"]
 
 
 def wait_for(what: str, check: Callable[[], object], timeout: float = 240,

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from .conftest import health, playbook, ssh
+from .conftest import health, lab_qdevice_host, playbook, ssh
 
 pytestmark = pytest.mark.lab
 CLUSTER = ("node1", "node2")
@@ -33,7 +33,11 @@ def test_worker_runs_only_the_agent(hosts):
 @pytest.mark.parametrize("node", CLUSTER)
 def test_corosync_conf(hosts, node):
     conf = hosts[node].file("/etc/corosync/corosync.conf").content_string
-    assert re.search(r"^\s*two_node:\s*1\s*$", conf, re.M), "two_node: 1 missing"
+    if lab_qdevice_host():  # the lab's default: a quorum device on node3, no two_node
+        assert re.search(rf"^\s*host:\s*{lab_qdevice_host()}\s*$", conf, re.M), "no qdevice"
+        assert not re.search(r"^\s*two_node:", conf, re.M), "two_node with a quorum device"
+    else:
+        assert re.search(r"^\s*two_node:\s*1\s*$", conf, re.M), "two_node: 1 missing"
     assert re.search(r"^\s*token:\s*1000\s*$", conf, re.M), "token: 1000 missing"
     for name, ip in (("node1", "192.168.56.11"), ("node2", "192.168.56.12")):
         assert re.search(rf"ring0_addr:\s*{ip}\s+name:\s*{name}\b", conf), f"{name} not listed"

@@ -1,11 +1,13 @@
 """A split between the two cluster nodes, with fencing on: one side fences the other, the scheduler
 ends up active on the survivor alone, and the agents refuse orders under the loser's epoch.
 
-The lab gives node1 the fence delay (pacemaker_cluster_fence_delay_node), so node1 wins the fence
-race. The promoted scheduler is moved to node2 first, so the loser is the node that was active:
-the survivor must promote itself under a new epoch, and the old one is then stale on the agents.
-An agent learns an epoch from the orders it gets, so the new active is made to send node3 one
-(a manual run of a job pinned to node3) before the stale order is tried.
+node1 wins: with the quorum device (the lab's default) qnetd's tie-breaker gives the lowest node
+id the vote and node2 loses quorum, so only node1 fences; in two-node mode node1's fence device
+waits (pacemaker_cluster_fence_delay_node), so node1 wins the fence race. The promoted scheduler
+is moved to node2 first, so the loser is the node that was active: the survivor must promote
+itself under a new epoch, and the old one is then stale on the agents. An agent learns an epoch
+from the orders it gets, so the new active is made to send node3 one (a manual run of a job
+pinned to node3) before the stale order is tried.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def test_partition_fences_one_side_and_the_loser_epoch_is_refused(cluster):
 
     lab.partition(node("node1"), node("node2"))
     try:
-        wait_for("node2 (the side without the fence delay) to be powered off by its BMC",
+        wait_for("node2 (the losing side) to be powered off by its BMC",
                  lambda: not power.is_on(node("node2")), 180)
         assert power.is_on(node("node1")), "both sides were fenced"
         wait_for("the scheduler active on node1 alone", lambda: started_on("node1"), 180)

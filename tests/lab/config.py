@@ -6,6 +6,7 @@ both labs. Nothing in this network is routed anywhere: only lab namespaces see i
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,11 +34,28 @@ CHROOT_PACKAGES = [
     "pacemaker", "corosync", "pcs", "resource-agents", "fence-agents", "ipmitool",
     "openssh-server", "sudo", "python3-venv", "python3-pip", "python3-apt", "iputils-ping",
     "procps", "pacemaker-cli-utils", "libxml2-utils", "curl", "less",
+    # the quorum device: qdevice on the cluster nodes, qnetd on node3 (one root for every node)
+    "corosync-qdevice", "corosync-qnetd",
 ]
 
 
 class LabError(Exception):
     """A problem the user can fix; printed as one line."""
+
+
+# How the two-node cluster keeps quorum, chosen at `up` (written into the inventory):
+# "qdevice" (default): corosync-qnetd on node3, the worker, decides a split (no fence delay);
+# "two-node": corosync's two_node mode, node1's fence device waits so node1 wins a fence race.
+QUORUM_ENV = "HASCHED_LAB_QUORUM"
+QUORUM_MODES = ("qdevice", "two-node")
+QDEVICE_HOST = "node3"
+
+
+def quorum_mode() -> str:
+    mode = os.environ.get(QUORUM_ENV, QUORUM_MODES[0])
+    if mode not in QUORUM_MODES:
+        raise LabError(f"{QUORUM_ENV}={mode!r}: must be one of {', '.join(QUORUM_MODES)}")
+    return mode
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,16 @@ from pathlib import Path
 import yaml
 
 from . import nodes
-from .config import BMC_IP, BMC_USER, INVENTORY_DIR, NODES, VIP, WHEELHOUSE
+from .config import (
+    BMC_IP,
+    BMC_USER,
+    INVENTORY_DIR,
+    NODES,
+    QDEVICE_HOST,
+    VIP,
+    WHEELHOUSE,
+    quorum_mode,
+)
 from .secrets import SECRETS_FILE, SSH_DIR
 
 KNOWN_HOSTS = SSH_DIR / "known_hosts"
@@ -49,6 +58,7 @@ def write(key: Path) -> Path:
             "ansible_python_interpreter": "/usr/bin/python3",
             "pacemaker_cluster_name": "hasched-lab",
             "pacemaker_cluster_fencing": "ipmilan",
+            "pacemaker_cluster_qdevice_host": QDEVICE_HOST if quorum_mode() == "qdevice" else "",
             # A fenced node stays off (until `poweron`): a rebooted container is back in ~6 s,
             # rejoins before the failover transition, and the group never leaves it.
             "pacemaker_cluster_properties": {"stonith-timeout": "60s",

@@ -13,7 +13,16 @@ from pathlib import Path
 from tests import deps
 
 from . import inventory, net, nodes, power, rootfs, secrets, state
-from .config import CLIENT_NS, NODES, REPO_ROOT, STATE_DIR, WHEELHOUSE, LabError, Node
+from .config import (
+    CLIENT_NS,
+    NODES,
+    REPO_ROOT,
+    STATE_DIR,
+    WHEELHOUSE,
+    LabError,
+    Node,
+    quorum_mode,
+)
 
 REQUIRED = ["debootstrap", "systemd-nspawn", "ip", "tc", "ssh", "ssh-keygen", "nsenter", "mount"]
 
@@ -32,6 +41,7 @@ def preflight() -> None:
 
 def up(timeout: float = 300) -> None:
     preflight()
+    quorum_mode()  # a bad HASCHED_LAB_QUORUM stops here, before anything is built
     with state.locked():
         secrets.write_api_token(secrets.load())
         key = secrets.ssh_key()

@@ -92,7 +92,9 @@ def _strip_identity(root: Path) -> None:
     (root / "etc/machine-id").write_text("")
     (root / "etc/corosync/corosync.conf").unlink(missing_ok=True)
     # Units that need hardware or the outside world and only slow the boot in a container.
-    for unit in ("systemd-timesyncd.service", "apt-daily.timer", "apt-daily-upgrade.timer"):
+    # corosync-qdevice/-qnetd: the pacemaker_cluster role enables them where they belong.
+    for unit in ("systemd-timesyncd.service", "apt-daily.timer", "apt-daily-upgrade.timer",
+                 "corosync-qdevice.service", "corosync-qnetd.service"):
         for link in root.glob(f"etc/systemd/system/*.wants/{unit}"):
             link.unlink()
 
