@@ -13,15 +13,24 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from scheduler import changelog
+from scheduler.changelog import Entry, Position, Target, Terms
 from scheduler.runs import FINAL_STATES, OPEN_STATES, RUN_FIELDS, STATES, Run
 from scheduler.statedir import FILE_MODE, make_private, private_dir
-from scheduler.times import nominal_iso, parse_time, utc_iso  # also for the ledger's users
+from scheduler.times import nominal_iso, parse_time, utc_iso, utc_now  # also for the ledger's users
 
-__all__ = ["FINAL_STATES", "OPEN_STATES", "STATES", "BatchWriter", "Change", "Ledger",
-           "LedgerError", "Run", "nominal_iso", "parse_time", "utc_iso"]
+__all__ = ["FINAL_STATES", "OPEN_STATES", "STATES", "BatchWriter", "Change", "Entry", "Ledger",
+           "LedgerError", "Position", "Run", "nominal_iso", "parse_time", "utc_iso"]
+
+# The change log keeps the last hour AND at most this many entries (a follower further behind
+# resyncs from a snapshot); trimmed every TRIM_EVERY commits, inside one of them.
+LOG_KEEP_SECONDS = 3600.0
+LOG_KEEP_ENTRIES = 1_000_000
+TRIM_EVERY = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -59,6 +68,7 @@ class Change:
         "job"     set paused / last_planned / first_seen / trigger of a job ("" forgets the
                   last two)
         "epoch"   raise the epoch to fields["epoch"] (never lowers it)
+        "delete"  remove a run's attempt (history retention)
 
     A "create" or "adopt" without `scheduled_at` gets the time the change was made, here: the
     moment the writer decided it, not the moment (or the node) it is applied.
@@ -75,14 +85,25 @@ class Change:
         if self.op in ("create", "adopt") and "scheduled_at" not in self.fields:
             object.__setattr__(self, "fields", {**self.fields, "scheduled_at": utc_iso()})
 
+    def target(self) -> Target:
+        """The row this change touches (what the change log reads back after it)."""
+        if self.op == "job":
+            return Target("job_state", (self.job,))
+        if self.op == "epoch":
+            return Target("meta", ("epoch",))
+        return Target("runs", (self.run_id, self.attempt))
+
 
 Listener = Callable[[list[Change]], None]
+CommitListener = Callable[[int], None]  # the seq of the entry just committed
 
 
 class Ledger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._listeners: list[Listener] = []
+        self._commit_listeners: list[CommitListener] = []
+        self._commits = 0
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
         # Private from its creation on: SQLite gives the -wal and -shm files the mode of the
@@ -97,6 +118,8 @@ class Ledger:
             self._w = self._connect()
             self._w.executescript(_SCHEMA)
             self._upgrade()
+            changelog.init(self._w)
+            self._head = changelog.head(self._w)
             self._r = self._connect()
         except sqlite3.Error as e:
             raise LedgerError(f"{self.path}: cannot open the ledger: {e}") from e
@@ -134,6 +157,15 @@ class Ledger:
     def on_change(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    def on_commit(self, listener: CommitListener) -> None:
+        """`listener(seq)` after each commit that wrote a log entry (in the writer's thread)."""
+        self._commit_listeners.append(listener)
+
+    @property
+    def head(self) -> int:
+        """The seq of the last log entry written (0: none yet)."""
+        return self._head
+
     # -- the one write path ----------------------------------------------------
     def apply(self, changes: Iterable[Change]) -> list[bool]:
         """Apply changes in one transaction; returns, per change, whether it changed anything."""
@@ -145,6 +177,10 @@ class Ledger:
             try:
                 c.execute("BEGIN IMMEDIATE")
                 done = [self._apply_one(c, ch) for ch in changes]
+                targets = [ch.target() for ch, ok in zip(changes, done, strict=True) if ok]
+                seq = changelog.record(c, targets, utc_iso()) if targets else None
+                if seq is not None:
+                    self._maybe_trim(c)
                 c.execute("COMMIT")
             except BaseException as e:
                 # Whatever went wrong (an int SQLite cannot hold raised OverflowError, which
@@ -159,7 +195,93 @@ class Ledger:
         if effective:
             for listener in self._listeners:
                 listener(effective)
+        if seq is not None:
+            self._committed(seq)
         return done
+
+    def _committed(self, seq: int) -> None:
+        self._head = seq
+        for commit_listener in self._commit_listeners:
+            commit_listener(seq)
+
+    def _maybe_trim(self, c: sqlite3.Connection) -> None:
+        self._commits += 1
+        if self._commits % TRIM_EVERY == 0:
+            cutoff = utc_iso(utc_now() - timedelta(seconds=LOG_KEEP_SECONDS))
+            changelog.trim(c, cutoff, LOG_KEEP_ENTRIES)
+
+    # -- the change log: a follower's side and the source's reads --------------------------
+    def append(self, entries: list[Entry]) -> int:
+        """Apply a source's entries in one transaction (row images, the entries with their
+        seq); the new head. No listener hears of them: they are not this node's decisions."""
+        if not entries:
+            return self._head
+        with self._wlock:
+            c = self._w
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                last = changelog.append(c, entries)
+                self._maybe_trim(c)
+                c.execute("COMMIT")
+            except BaseException as e:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error):
+                    raise LedgerError(f"{self.path}: write failed: {e}") from e
+                raise
+        self._committed(last)
+        return last
+
+    def entries(self, after: int, limit: int) -> list[Entry]:
+        with self._rlock:
+            return changelog.read(self._r, after, limit)
+
+    def position(self) -> Position:
+        with self._rlock:
+            return changelog.position(self._r)
+
+    def terms(self) -> Terms:
+        with self._rlock:
+            return changelog.terms(self._r)
+
+    def trim_point(self) -> int:
+        with self._rlock:
+            return changelog.trim_point(self._r)
+
+    def trim(self, before_at: str, keep: int) -> int:
+        with self._wlock:
+            self._w.execute("BEGIN IMMEDIATE")
+            try:
+                n = changelog.trim(self._w, before_at, keep)
+                self._w.execute("COMMIT")
+            except BaseException:
+                self._w.execute("ROLLBACK")
+                raise
+            return n
+
+    def snapshot(self, dest: str | Path) -> Position:
+        """A consistent copy of the whole ledger in `dest` (SQLite's backup API), 0600, and
+        the position it holds."""
+        dest = Path(dest)
+        os.close(os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE))
+        out = sqlite3.connect(dest)
+        try:
+            with self._rlock:
+                self._r.backup(out)
+            return changelog.position(out)
+        finally:
+            out.close()
+
+    def restore(self, source: str | Path) -> Position:
+        """Replace this ledger's content by a snapshot's (its lineage too); its position."""
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        try:
+            with self._wlock, self._rlock:
+                src.backup(self._w)
+                self._head = changelog.head(self._w)
+        finally:
+            src.close()
+        return self.position()
 
     @staticmethod
     def _apply_one(c: sqlite3.Connection, ch: Change) -> bool:
@@ -210,6 +332,9 @@ class Ledger:
                 c.execute("UPDATE job_state SET trigger = ? WHERE job = ?",
                           (f["trigger"] or None, ch.job))
             return True
+        if ch.op == "delete":
+            return c.execute("DELETE FROM runs WHERE run_id = ? AND attempt = ?",
+                             (ch.run_id, ch.attempt)).rowcount > 0
         if ch.op == "epoch":
             cur = c.execute("UPDATE meta SET value = ? WHERE key = 'epoch' AND value < ?",
                             (int(f["epoch"]), int(f["epoch"])))
