@@ -17,7 +17,16 @@ from scheduler.agents import AgentPool
 from scheduler.dispatch import StaleHook, observe_lateness
 from scheduler.ledger import BatchWriter, Change, Ledger, utc_iso
 from scheduler.protocol import AgentClient, AgentError, AgentUnreachable, StaleEpoch
-from scheduler.runs import DISPATCHED, FINAL_STATES, LOST, OPEN_STATES, RUNNING, SCHEDULED, Run
+from scheduler.runs import (
+    DISPATCHED,
+    FINAL_STATES,
+    LOST,
+    OPEN_STATES,
+    RUNNING,
+    SCHEDULED,
+    Run,
+    output_rel,
+)
 from scheduler.statedir import private_dir, write_private
 
 log = logging.getLogger("hasched.dispatch")
@@ -125,9 +134,10 @@ class Collector:
                 return
             fields = {**result_fields(record), "agent": agent}  # a held run has none yet
             if run.state not in FINAL_STATES or not run.output_path:
-                base = self.output_dir / record["job"] / f"{record['run_id']}.{key[1]}"
-                await self._save_output(client, key, base, record.get("output") or {})
-                fields["output_path"] = str(base)
+                rel = output_rel(record["job"], record["run_id"], key[1])
+                await self._save_output(client, key, self.output_dir / rel,
+                                        record.get("output") or {})
+                fields["output_path"] = rel
             if run.state not in FINAL_STATES:
                 if not run.started_at:
                     observe_lateness(self.metrics, run, record)

@@ -36,7 +36,7 @@ from scheduler.jobset import JobSet
 from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso, parse_time
 from scheduler.progress import RunMover
 from scheduler.protocol import AgentClient
-from scheduler.runs import DISPATCHED, FINAL_STATES, RUNNING, SCHEDULED, Run
+from scheduler.runs import DISPATCHED, FINAL_STATES, RUNNING, SCHEDULED, Run, output_base
 from scheduler.service import Conflict, NotActive, NotFound
 from scheduler.term import Superseded, Term
 from scheduler.times import utc_now
@@ -87,8 +87,9 @@ class Scheduler:
                                      self.term.superseded, metrics)
         self.mover = RunMover(self.ledger, self.writer, lambda: self.jobset.jobs, self.term,
                               self.dispatcher, self._spawn, metrics)
-        self.collector = Collector(self.ledger, self.writer, self.pool,
-                                   Path(config.state_dir) / "output", self.ledger.epoch,
+        self.output_dir = Path(config.state_dir) / "output"
+        self.collector = Collector(self.ledger, self.writer, self.pool, self.output_dir,
+                                   self.ledger.epoch,
                                    self.term.tell, self.term.superseded, self.mover.on_final,
                                    metrics)
         self.fires = FirePlanner(self.ledger, self.writer, lambda: self.jobset.jobs, self.term,
@@ -384,7 +385,8 @@ class Scheduler:
         if row is None:
             raise NotFound("no such run")
         if row.output_path:
-            path = Path(f"{row.output_path}.{stream}")
+            base = output_base(self.output_dir, row.output_path)
+            path = base.with_name(f"{base.name}.{stream}")
             if path.exists():
                 return await asyncio.to_thread(path.read_text, errors="replace")
             if row.state in FINAL_STATES:
