@@ -26,6 +26,8 @@ log = logging.getLogger("hasched.api")
 
 SERVICE_KEY = web.AppKey("service", Service)
 TOKENS_KEY = web.AppKey("tokens", frozenset)
+REPL_TOKENS_KEY = web.AppKey("replication_tokens", frozenset)
+REPLICATION = "/v1/replication/"
 METRICS_KEY = web.AppKey("metrics", Metrics)
 
 # The ledger owns the list of run states; the API only checks a filter against it.
@@ -60,8 +62,8 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except NotFound as exc:
         return _error(404, _one_line(exc) or "not found")
-    except NotActive:
-        return _error(409, "this scheduler is standby")
+    except NotActive as exc:
+        return _error(409, _one_line(exc) or "this scheduler is standby")
     except Conflict as exc:
         return _error(409, _one_line(exc) or "conflict")
     except BadParam as exc:
@@ -80,11 +82,22 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path == "/v1" or request.path.startswith("/v1/"):
         presented = bearer_token(request.headers.get("Authorization"))
-        if not token_allowed(presented, request.app[TOKENS_KEY]):
+        # The replication endpoints take the replication token only, and it nothing else.
+        tokens = (request.app[REPL_TOKENS_KEY] if request.path.startswith(REPLICATION)
+                  else request.app[TOKENS_KEY])
+        if not token_allowed(presented, tokens):
             # The token itself is never logged, only that one was wrong.
             request.app[REFUSALS_KEY].note(request)
             return _error(401, "missing or wrong bearer token")
     return await handler(request)
+
+
+async def _role_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer under /v1 says which role answered it (a standby's reads are a replica's)."""
+    if request.path.startswith("/v1/") and not request.path.startswith(REPLICATION):
+        role = getattr(request.app[SERVICE_KEY], "public_role", None)
+        if isinstance(role, str):
+            response.headers["X-Hasched-Role"] = role
 
 
 class Refusals:
@@ -314,20 +327,27 @@ _POSTS = {"/v1/jobs/{name}/run": _run_job, "/v1/jobs/{name}/pause": _pause_job,
           "/v1/jobs/{name}/resume": _resume_job}
 
 
-def make_app(service: Service, tokens: frozenset[str], metrics: Metrics) -> web.Application:
-    """The REST API application; the daemon runs it (with TLS from make_ssl_context if set)."""
+def make_app(service: Service, tokens: frozenset[str], metrics: Metrics,
+             replication: Callable[[web.Application], None] | None = None,
+             replication_tokens: frozenset[str] = frozenset()) -> web.Application:
+    """The REST API application; the daemon runs it (with TLS from make_ssl_context if set).
+    `replication(app)` adds the /v1/replication routes, which take `replication_tokens`."""
     if not tokens:
         # An empty token set would lock everyone out silently; say so once at start-up.
         log.warning("no API tokens configured: every /v1 request will be refused")
     app = web.Application(middlewares=[_errors, _auth])
     app[SERVICE_KEY] = service
     app[TOKENS_KEY] = frozenset(tokens)
+    app[REPL_TOKENS_KEY] = frozenset(replication_tokens)
     app[METRICS_KEY] = metrics
     app[REFUSALS_KEY] = Refusals()
     for path, handler in _GETS.items():
         app.router.add_get(path, handler)
     for path, handler in _POSTS.items():
         app.router.add_post(path, handler)
+    if replication is not None:
+        replication(app)
+    app.on_response_prepare.append(_role_header)
     return app
 
 

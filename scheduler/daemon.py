@@ -36,6 +36,8 @@ from scheduler.jobset import JobSet
 from scheduler.ledger import BatchWriter, Change, Ledger, nominal_iso, parse_time
 from scheduler.progress import RunMover
 from scheduler.protocol import AgentClient
+from scheduler.replication.handover import Handover
+from scheduler.replication.node import Replication
 from scheduler.runs import DISPATCHED, FINAL_STATES, RUNNING, SCHEDULED, Run, output_base
 from scheduler.service import Conflict, NotActive, NotFound
 from scheduler.term import Superseded, Term
@@ -67,10 +69,18 @@ class Scheduler:
         self.api_tokens = (read_tokens(config.api_tokens_file) if config.api_tokens_file
                            else frozenset())
         self.ledger = Ledger(Path(config.state_dir) / "ledger.sqlite")
-        self.writer = BatchWriter(self.ledger)
+        self.output_dir = Path(config.state_dir) / "output"
+        self.replication = Replication(getattr(config, "replication", None), self.ledger,
+                                       self.output_dir, lambda: self.term.public_role, metrics,
+                                       lambda body: self.handover.receive(body))
+        self.writer = BatchWriter(self.ledger, self.replication.waiter)
+        self.handover = Handover(self.ledger, self.writer)
         self.jobset = JobSet(config)
         self.jobset.load(strict=True)
-        self.jobset.note_definitions(self.ledger, {})
+        if not self.replication.following:
+            # A following standby's job_state rows are the active's: it writes its own only
+            # once active (_start_work), or they would go into its log.
+            self.jobset.note_definitions(self.ledger, {})
         self.control = ControlServer(self, Path(config.run_dir))
         self._tasks: list[asyncio.Task[None]] = []  # the loops of an active term
         self._spawned: set[asyncio.Task[None]] = set()  # its other tasks
@@ -83,11 +93,11 @@ class Scheduler:
         self.adopter = Adopter(self.writer, self.pool)
         self.term = Term(self.ledger, self.pool, self.adopter, self._start_work,
                          self._stop_work, metrics)
+        self.term.replica = self.replication
         self.dispatcher = Dispatcher(self.writer, self.pool, self.ledger.epoch,
                                      self.term.superseded, metrics)
         self.mover = RunMover(self.ledger, self.writer, lambda: self.jobset.jobs, self.term,
                               self.dispatcher, self._spawn, metrics)
-        self.output_dir = Path(config.state_dir) / "output"
         self.collector = Collector(self.ledger, self.writer, self.pool, self.output_dir,
                                    self.ledger.epoch,
                                    self.term.tell, self.term.superseded, self.mover.on_final,
@@ -99,6 +109,11 @@ class Scheduler:
     @property
     def jobs(self) -> dict[str, Any]:
         return self.jobset.jobs
+
+    @property
+    def public_role(self) -> str:
+        """What the API's X-Hasched-Role header says."""
+        return self.term.public_role
 
     @property
     def role(self) -> str:
@@ -113,6 +128,7 @@ class Scheduler:
             self.metrics.set_role("standby")
             if hasattr(self.metrics, "set_agents_total"):
                 self.metrics.set_agents_total(len(self.clients))
+        self.replication.start()
         await self.control.start()
         await self._start_api()
         self._spawn(self.jobset.warm())
@@ -122,9 +138,12 @@ class Scheduler:
                 await self.term.activate()
             except Superseded as e:
                 log.error("cannot become active: %s; running as standby", e)
+        if not self.term.active:
+            self.replication.on_standby()
 
     async def stop(self) -> None:
         await self.term.demote("stopping")
+        await self.replication.stop()
         if self._probe_task:
             self._probe_task.cancel()
         await self.control.stop()
@@ -147,7 +166,8 @@ class Scheduler:
         except (OSError, ssl.SSLError, ValueError) as e:
             raise ConfigError(cfg.path, None, "scheduler.tls",
                               f"cannot load the certificate or key: {_why(e)}") from None
-        app = make_app(self, self.api_tokens, self.metrics)
+        app = make_app(self, self.api_tokens, self.metrics, self.replication.routes,
+                       self.replication.tokens)
         self._api_runner = web.AppRunner(app, access_log=None, logger=http_logger())
         await self._api_runner.setup()
         site = web.TCPSite(self._api_runner, cfg.listen_host, cfg.listen_port,
@@ -166,6 +186,8 @@ class Scheduler:
 
     # -- the work of an active term (the term's hooks) -----------------------------------------
     async def _start_work(self, latest: dict[str, str], began_at: datetime) -> None:
+        if self.replication.following:  # what the replica did not record of the jobs in force
+            self.jobset.note_definitions(self.ledger, {})
         await self.fires.catch_up(latest, began_at)
         self._tasks = [asyncio.create_task(self.fires.plan_loop()),
                        asyncio.create_task(self._collect_loop())]
@@ -220,7 +242,8 @@ class Scheduler:
         errors = self.jobset.load()
         if not errors:
             self._spawn(self.jobset.warm())
-            self.jobset.note_definitions(self.ledger, before)
+            if self.term.active or not self.replication.following:
+                self.jobset.note_definitions(self.ledger, before)
             self.fires.replace_jobs(self.jobs)
         return {"jobs": len(self.jobs), "errors": errors, "changed": not errors}
 
@@ -243,7 +266,8 @@ class Scheduler:
                 "epoch": self.ledger.epoch() if state == "ok" else None,
                 "version": __version__, "state_store": state, "jobs": len(self.jobs),
                 "behind_seconds": round(behind, 3),
-                "overloaded": backlog.overloaded(behind, self.overload_after)}
+                "overloaded": backlog.overloaded(behind, self.overload_after),
+                "replication": self.replication.view()}
 
     def behind_seconds(self) -> float:
         """How far behind its fires this scheduler is (scheduler/backlog.py); 0 on a standby."""
@@ -257,7 +281,8 @@ class Scheduler:
         reach = self.pool.reachable_count()
         return {"role": self.term.public_role, "epoch": self.ledger.epoch(), "pid": os.getpid(),
                 "version": __version__, "jobs": len(self.jobs), "agents": len(self.clients),
-                "agents_reachable": reach, "definitions": self.jobset.definitions()}
+                "agents_reachable": reach, "definitions": self.jobset.definitions(),
+                "replication": self.replication.view()}
 
     def check(self) -> dict[str, Any]:
         return {"state_store": self.ledger.check(), "jobs": len(self.jobs),
@@ -334,8 +359,7 @@ class Scheduler:
         job = self.jobs.get(name)
         if job is None:
             raise NotFound(f"no job {name!r}")
-        if not self.term.active:
-            raise NotActive("this scheduler is standby")
+        self._refuse_on_standby()
         unfinished = self.ledger.open_runs(name) if job.concurrency == "forbid" else []
         if unfinished:
             r = unfinished[-1]
@@ -353,11 +377,17 @@ class Scheduler:
     async def _set_paused(self, name: str, paused: bool) -> dict[str, Any]:
         if name not in self.jobs:
             raise NotFound(f"no job {name!r}")
+        self._refuse_on_standby()
         await self.writer.write([Change("job", job=name, fields={"paused": paused})])
         log.info("job %s %s", name, "paused" if paused else "resumed")
         if paused:
             await self.mover.recall_sent_ahead(name)
         return self._job_view(name)
+
+    def _refuse_on_standby(self) -> None:
+        if not self.term.active:
+            raise NotActive(f"this scheduler is standby; the active is "
+                            f"{self.replication.active_url()}")
 
     async def pause(self, name: str) -> dict[str, Any]:
         return await self._set_paused(name, True)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from scheduler import changelog
 from scheduler.changelog import Entry, Position, Target, Terms
@@ -448,13 +448,25 @@ def _check_fields(f: Mapping[str, Any]) -> None:
         raise ValueError(f"unknown run state {f['state']!r}")
 
 
+class Waiter(Protocol):
+    """Sync replication (scheduler/replication/waiter.py): a commit's answer waits for it."""
+
+    def must_wait(self, seq: int) -> bool: ...
+
+    async def wait(self, seq: int) -> bool: ...
+
+
 class BatchWriter:
     """Coalesces the writes that coroutines ask for within one event-loop turn into one
-    transaction: with synchronous=FULL the fsync is paid per batch, not per run."""
+    transaction: with synchronous=FULL the fsync is paid per batch, not per run. With a sync
+    `waiter`, a batch is answered once the follower holds it (one round trip per batch; the
+    next batches commit meanwhile)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, waiter: Waiter | None = None) -> None:
         self.ledger = ledger
+        self.waiter = waiter
         self._pending: list[tuple[list[Change], asyncio.Future[list[bool]]]] = []
+        self._waits: set[asyncio.Task[None]] = set()
 
     async def write(self, changes: Iterable[Change]) -> list[bool]:
         loop = asyncio.get_running_loop()
@@ -473,6 +485,23 @@ class BatchWriter:
                 if not fut.done():
                     fut.set_exception(e)
             return
+        seq = self.ledger.head
+        if self.waiter is not None and any(done) and self.waiter.must_wait(seq):
+            task = asyncio.get_running_loop().create_task(self._answer_synced(batch, done, seq))
+            self._waits.add(task)
+            task.add_done_callback(self._waits.discard)
+            return
+        self._answer(batch, done)
+
+    async def _answer_synced(self, batch: list[tuple[list[Change], asyncio.Future[list[bool]]]],
+                             done: list[bool], seq: int) -> None:
+        assert self.waiter is not None
+        await self.waiter.wait(seq)
+        self._answer(batch, done)
+
+    @staticmethod
+    def _answer(batch: list[tuple[list[Change], asyncio.Future[list[bool]]]],
+                done: list[bool]) -> None:
         i = 0
         for changes, fut in batch:
             if not fut.done():

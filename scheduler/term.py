@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from scheduler.adopt import Adopter
 from scheduler.agents import AgentPool
@@ -37,6 +37,16 @@ DEMOTING = "demoting"  # superseded: no new work from now on, the demotion under
 
 Begin = Callable[[dict[str, str], datetime], Awaitable[None]]
 End = Callable[[], Awaitable[None]]
+
+
+class ReplicaHooks(Protocol):
+    """Replication's part in a term (scheduler/replication/node.py)."""
+
+    async def before_active(self) -> None:
+        """Before acting as active: drain the stream from the source, stop following."""
+
+    def on_standby(self) -> None:
+        """Standby now: follow the active."""
 
 
 class Superseded(RuntimeError):
@@ -75,6 +85,7 @@ class Term:
         self.told: dict[str, int] = {}
         self._lock = asyncio.Lock()
         self._demotions: set[asyncio.Task[str]] = set()
+        self.replica: ReplicaHooks | None = None  # set by the daemon when it replicates
 
     # -- what the term is ----------------------------------------------------------------
     @property
@@ -109,6 +120,8 @@ class Term:
     # -- cycles ----------------------------------------------------------------------------
     async def promote(self, epoch: int) -> str:
         """Raise the epoch (durable before we act under it), then become active."""
+        if self.replica is not None and not self.active:
+            await self.replica.before_active()  # the epoch is raised after the drain
         new = self.ledger.raise_epoch(epoch)
         if self.metrics is not None:
             self.metrics.set_epoch(new)
@@ -121,33 +134,44 @@ class Term:
             snap = self.snapshot()
             if snap.role == ACTIVE:
                 return self._decided(f"already active at epoch {snap.epoch}")
-            seen = await self.pool.probe()
-            if seen > snap.epoch:
-                self._decided(f"SUPERSEDED: agents have seen epoch {seen} > ours {snap.epoch}; "
-                              "staying standby", logging.ERROR)
-                raise Superseded(f"agents have seen epoch {seen} > {snap.epoch}: "
-                                 "another scheduler is active")
-            # Before anything is adopted or sent: an agent that holds our epoch refuses our
-            # cut-off predecessor from now on, not only once we first send it an order.
-            # Only the agents that answered the probe: a dead node's agent would hold the
-            # failover for a timeout at each step. The collect loop tells and adopts it later.
-            up = self.pool.answering()
-            refused = await self.tell_all(up)
-            if refused:
-                agent, e = refused[0]
-                self._decided(f"SUPERSEDED: agent {agent} refused our epoch {snap.epoch} ({e}); "
-                              "staying standby", logging.ERROR)
-                raise Superseded(f"agent {agent} has seen epoch {e.agent_epoch} > "
-                                 f"{snap.epoch}: another scheduler is active")
-            self._set_role(ACTIVE)
-            now = self.clock()
-            latest, self.unreconciled = await self.adopter.adopt(now, up)
-            self.began_at = now
-            await self.on_active(latest, now)
-            later = (f"; not yet reconciled: {_names(self.unreconciled)}"
-                     if self.unreconciled else "")
-            return self._decided(f"active at epoch {snap.epoch}: told and reconciled "
-                                 f"{_names(up)}{later}")
+            if self.replica is not None:
+                await self.replica.before_active()
+            try:
+                return await self._activate()
+            except Superseded:
+                if self.replica is not None:
+                    self.replica.on_standby()
+                raise
+
+    async def _activate(self) -> str:
+        snap = self.snapshot()  # after the drain: it may have raised the epoch
+        seen = await self.pool.probe()
+        if seen > snap.epoch:
+            self._decided(f"SUPERSEDED: agents have seen epoch {seen} > ours {snap.epoch}; "
+                          "staying standby", logging.ERROR)
+            raise Superseded(f"agents have seen epoch {seen} > {snap.epoch}: "
+                             "another scheduler is active")
+        # Before anything is adopted or sent: an agent that holds our epoch refuses our
+        # cut-off predecessor from now on, not only once we first send it an order.
+        # Only the agents that answered the probe: a dead node's agent would hold the
+        # failover for a timeout at each step. The collect loop tells and adopts it later.
+        up = self.pool.answering()
+        refused = await self.tell_all(up)
+        if refused:
+            agent, e = refused[0]
+            self._decided(f"SUPERSEDED: agent {agent} refused our epoch {snap.epoch} ({e}); "
+                          "staying standby", logging.ERROR)
+            raise Superseded(f"agent {agent} has seen epoch {e.agent_epoch} > "
+                             f"{snap.epoch}: another scheduler is active")
+        self._set_role(ACTIVE)
+        now = self.clock()
+        latest, self.unreconciled = await self.adopter.adopt(now, up)
+        self.began_at = now
+        await self.on_active(latest, now)
+        later = (f"; not yet reconciled: {_names(self.unreconciled)}"
+                 if self.unreconciled else "")
+        return self._decided(f"active at epoch {snap.epoch}: told and reconciled "
+                             f"{_names(up)}{later}")
 
     async def demote(self, why: str = "asked to") -> str:
         """Stop the work of the term and go back to standby."""
@@ -155,6 +179,8 @@ class Term:
             snap = self.snapshot()
             await self.on_standby()
             self._set_role(STANDBY)
+            if self.replica is not None:
+                self.replica.on_standby()
             was = "" if snap.role == STANDBY else f" ({why}; was {snap.role})"
             return self._decided(f"standby at epoch {snap.epoch}{was}")
 
