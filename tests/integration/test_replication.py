@@ -11,6 +11,7 @@ import pytest
 from harness import API_TOKEN, REPL_TOKEN, Lab, Scheduler, dump, job_toml, wait_for
 
 pytestmark = pytest.mark.integration
+NEVER = "2099-01-01T00:00:00Z"  # a job that only runs when asked to
 
 
 def promote(s: Scheduler, epoch: int) -> None:
@@ -81,3 +82,114 @@ def test_a_standby_refuses_writes_naming_the_active_and_serves_reads(lab: Lab) -
     assert b.api("GET", "/v1/replication/status", token=API_TOKEN)[0] == 401
     assert b.api("GET", "/v1/replication/status", token=REPL_TOKEN)[0] == 200
     assert a.api("GET", "/v1/jobs", token=REPL_TOKEN)[0] == 401
+
+
+def once(lab: Lab, run_id: str, attempt: int = 1) -> list[dict]:
+    return [r for r in lab.agent_runs(run_id.split("@")[0])
+            if r["run_id"] == run_id and r["attempt"] == attempt]
+
+
+def test_an_accepted_manual_run_and_a_pending_retry_each_run_once_on_the_new_active(
+        lab: Lab, tmp_path) -> None:
+    a1 = lab.agent("a1")
+    lab.agent("a2")
+    marker = tmp_path / "failed-once"
+    lab.job("later", job_toml("later", at=NEVER, agent="a1", command="echo manual"))
+    lab.job("flaky", job_toml("flaky", at=NEVER, pool="workers",
+                              command=f"test -e {marker} || {{ touch {marker}; exit 1; }}")
+            + 'retries = { count = 1, delay = "6s" }\n')
+    a, b = lab.pair()
+    promote(a, 1)
+    in_sync(a, b)
+    status, body = a.api("POST", "/v1/jobs/flaky/run")
+    assert status == 202, body
+    retry_of = body["run"]["run_id"]
+    wait_for("attempt 2 of the flaky run scheduled on A", lambda: [
+        r for r in a.ledger_rows("flaky") if r["attempt"] == 2 and r["state"] == "scheduled"])
+    a1.stop()  # the manual run is accepted, and waits for its agent
+    status, body = a.api("POST", "/v1/jobs/later/run")
+    assert status == 202, body
+    manual = body["run"]["run_id"]
+    assert any(r["run_id"] == manual for r in b.ledger_rows("later"))  # sync: B holds it
+    kill(a)
+    promote(b, 2)
+    a1.start()
+    wait_for("the manual run done on B", lambda: [
+        r for r in b.ledger_rows("later") if r["run_id"] == manual and r["state"] == "succeeded"])
+    wait_for("the retry done on B", lambda: [
+        r for r in b.ledger_rows("flaky") if r["attempt"] == 2 and r["state"] == "succeeded"])
+    time.sleep(2)  # a second dispatch, if any, would have gone out by now
+    assert len(once(lab, manual)) == 1, dump(lab.agent_runs("later"))
+    assert len(once(lab, retry_of, 2)) == 1, dump(lab.agent_runs("flaky"))
+    assert once(lab, retry_of, 2)[0]["epoch"] == 2
+
+
+def test_history_and_output_of_collected_runs_are_on_the_new_active(lab: Lab) -> None:
+    lab.agent("a1")
+    lab.job("say", job_toml("say", at=NEVER, pool="workers", command="echo said-so"))
+    a, b = lab.pair()
+    promote(a, 1)
+    in_sync(a, b)
+    status, body = a.api("POST", "/v1/jobs/say/run")
+    assert status == 202, body
+    rid = body["run"]["run_id"]
+    wait_for("the run collected on A", lambda: a.api("GET", f"/v1/runs/{rid}")[1].get(
+        "state") == "succeeded")
+    before = a.api("GET", f"/v1/runs/{rid}")[1]
+    wait_for("its output mirrored on B", lambda: b.api(
+        "GET", f"/v1/runs/{rid}/output")[1] == "said-so\n")
+    kill(a)
+    promote(b, 2)
+    after = b.api("GET", f"/v1/runs/{rid}")[1]
+    assert after == before  # manual flag, scheduled_at, everything as A recorded it
+    assert after["manual"] is True
+    assert b.api("GET", f"/v1/runs/{rid}/output") == (200, "said-so\n")
+
+
+def test_a_standby_down_for_a_while_catches_up(lab: Lab) -> None:
+    lab.agent("a1")
+    lab.job("beat", job_toml("beat", every="1s", pool="workers", command="true"))
+    a, b = lab.pair()
+    promote(a, 1)
+    in_sync(a, b)
+    kill(b)
+    wait_for("A alone", lambda: a.replication()["state"] == "alone")
+    assert a.api("POST", "/v1/jobs/beat/pause")[0] == 200  # answered without the follower
+    seq = a.replication()["seq"]
+    b.start("standby")
+    in_sync(a, b)
+    assert b.replication()["seq"] >= seq and "beat" in b.paused()
+    done = {(r["run_id"], r["attempt"]): r for r in a.ledger_rows("beat")
+            if r["state"] == "succeeded"}
+    mine = {(r["run_id"], r["attempt"]): r for r in b.ledger_rows("beat")}
+    assert all(mine.get(k) == r for k, r in done.items()), dump(sorted(set(done) - set(mine)))
+
+
+def test_a_diverged_ex_active_hands_its_tail_over_then_resyncs(lab: Lab) -> None:
+    a1 = lab.agent("a1")
+    lab.job("later", job_toml("later", at=NEVER, agent="a1", command="echo manual"))
+    lab.job("quiet", job_toml("quiet", at=NEVER, pool="workers", command="true"))
+    a, b = lab.pair()
+    promote(a, 1)
+    in_sync(a, b)
+    kill(b)  # from here A writes what B never receives
+    a1.stop()
+    status, body = a.api("POST", "/v1/jobs/later/run")
+    assert status == 202, body
+    manual = body["run"]["run_id"]
+    assert a.api("POST", "/v1/jobs/quiet/pause")[0] == 200
+    kill(a)
+    b.start("standby")
+    promote(b, 2)
+    assert "quiet" not in b.paused() and not [
+        r for r in b.ledger_rows("later") if r["run_id"] == manual]
+    a1.start()
+    a.start("standby")  # comes back: diverged from B, hands its tail over, resyncs
+    in_sync(b, a)
+    wait_for("the handed-over manual run done on B", lambda: [
+        r for r in b.ledger_rows("later") if r["run_id"] == manual and r["state"] == "succeeded"])
+    assert "quiet" in b.paused() and "quiet" in a.paused()
+    assert len(once(lab, manual)) == 1
+    assert a.proc is not None
+    text = a.proc.logtext()
+    assert "diverged from" in text and f"runs {manual}/1: created on the active" in text
