@@ -207,6 +207,10 @@ async def _metrics(request: web.Request) -> web.Response:
             metrics.set_epoch(health["epoch"])
         if isinstance(health.get("behind_seconds"), (int, float)):
             metrics.set_behind(health["behind_seconds"])
+        repl = health.get("replication")
+        if isinstance(repl, dict) and isinstance(repl.get("seq"), int):
+            metrics.set_replication(repl["seq"], str(repl.get("state")),
+                                    repl.get("lag_seconds"), int(repl.get("behind") or 0))
         status = service.status()
         if isinstance(status.get("agents_reachable"), int):
             metrics.set_agents_reachable(status["agents_reachable"])

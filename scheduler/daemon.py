@@ -71,7 +71,7 @@ class Scheduler:
         self.ledger = Ledger(Path(config.state_dir) / "ledger.sqlite")
         self.output_dir = Path(config.state_dir) / "output"
         self.replication = Replication(getattr(config, "replication", None), self.ledger,
-                                       self.output_dir, lambda: self.term.public_role, metrics,
+                                       self.output_dir, lambda: self.term.public_role,
                                        lambda body: self.handover.receive(body))
         self.writer = BatchWriter(self.ledger, self.replication.waiter)
         self.handover = Handover(self.ledger, self.writer)
@@ -267,7 +267,9 @@ class Scheduler:
                 "version": __version__, "state_store": state, "jobs": len(self.jobs),
                 "behind_seconds": round(behind, 3),
                 "overloaded": backlog.overloaded(behind, self.overload_after),
-                "replication": self.replication.view()}
+                "replication": self.replication.view(),
+                # A following standby's jobs and runs are the active's, as far as replicated.
+                "replica": not self.term.active and self.replication.following}
 
     def behind_seconds(self) -> float:
         """How far behind its fires this scheduler is (scheduler/backlog.py); 0 on a standby."""

@@ -54,10 +54,9 @@ class FollowState:
 
 
 class Follower:
-    def __init__(self, ledger: Ledger, peers: tuple[str, ...], token: str,  # noqa: PLR0913 - its collaborators, given by daemon.py
-                 ca: str | None, output_dir: Path, metrics: Any = None) -> None:
+    def __init__(self, ledger: Ledger, peers: tuple[str, ...], token: str,  # noqa: PLR0913 - its settings, given by node.py
+                 ca: str | None, output_dir: Path) -> None:
         self.ledger, self.peers, self.output_dir = ledger, peers, output_dir
-        self.metrics = metrics
         self._headers = {"Authorization": f"Bearer {token}"}
         self._ca = ca
         self._session: aiohttp.ClientSession | None = None
@@ -206,7 +205,6 @@ class Follower:
                             (utc_now() - parse_time(last)).total_seconds() if last else None)
         if not entries and not self.behind:
             self.applied_any = True  # in step with the source: nothing to apply is applied
-        self._observe()
         return body.get("role") == "active"
 
     async def _diverged(self, source: str, body: dict[str, Any]) -> None:
@@ -245,10 +243,6 @@ class Follower:
         for run in self.ledger.list_runs(limit=1 << 30):
             if run.state in FINAL_STATES and run.output_path:
                 self._mirror.put_nowait((run.run_id, run.attempt, run.output_path))
-
-    def _observe(self) -> None:
-        if self.metrics is not None and hasattr(self.metrics, "set_replication"):
-            self.metrics.set_replication(self.ledger.head, self.lag_seconds or 0.0)
 
     # -- output ----------------------------------------------------------------------------------
     def _queue_output(self, entries: list[Entry]) -> None:

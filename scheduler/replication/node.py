@@ -26,20 +26,17 @@ OFF = "off"
 
 
 class Replication:
-    def __init__(self, config: ReplicationConfig | None, ledger: Ledger, output_dir: Path,  # noqa: PLR0913 - its collaborators, given by daemon.py
-                 role: Callable[[], str], metrics: Any = None,
-                 handover: ReceiveHandover | None = None) -> None:
-        self.ledger, self.role, self.metrics = ledger, role, metrics
+    def __init__(self, config: ReplicationConfig | None, ledger: Ledger, output_dir: Path,
+                 role: Callable[[], str], handover: ReceiveHandover | None = None) -> None:
+        self.ledger, self.role = ledger, role
         self.mode = config.mode if config is not None and config.peers else OFF
         self.tokens = (read_tokens(config.token_file) if config is not None
                        and config.token_file else frozenset())
         timeout = config.sync_timeout if config is not None else 2.0
-        self.waiter = SyncWaiter(lambda: ledger.head, self.mode == "sync", timeout,
-                                 self._state_changed)
+        self.waiter = SyncWaiter(lambda: ledger.head, self.mode == "sync", timeout)
         self.source = Source(ledger, self.waiter, output_dir, role, handover)
         self.follower = (Follower(ledger, config.peers, next(iter(sorted(self.tokens))),
-                                  str(config.ca) if config.ca else None, output_dir,
-                                  metrics)
+                                  str(config.ca) if config.ca else None, output_dir)
                          if self.mode != OFF and config is not None and self.tokens else None)
 
     @property
@@ -89,7 +86,3 @@ class Replication:
         else:
             out["state"] = "never"
         return out
-
-    def _state_changed(self, state: str) -> None:
-        if self.metrics is not None and hasattr(self.metrics, "set_replication_state"):
-            self.metrics.set_replication_state(state)

@@ -21,12 +21,10 @@ ALONE = "alone"
 
 
 class SyncWaiter:
-    def __init__(self, head: Callable[[], int], sync: bool, timeout: float,
-                 on_state: Callable[[str], None] | None = None) -> None:
+    def __init__(self, head: Callable[[], int], sync: bool, timeout: float) -> None:
         """`head()`: the seq of the ledger's last entry; `sync`: False for async mode (wait
-        never waits); `on_state(state)`: told each change of primary/alone (metrics)."""
+        never waits)."""
         self.head, self.sync, self.timeout = head, sync, timeout
-        self.on_state = on_state
         self.acked = 0
         self.acked_at: float | None = None  # monotonic time of the last ack
         # No follower has acked yet: alone until one covers the head (a standby that is down
@@ -75,5 +73,3 @@ class SyncWaiter:
     def _set(self, state: str, why: str) -> None:
         self.state = state
         log.warning("replication: %s", why)
-        if self.on_state is not None:
-            self.on_state(state)
