@@ -38,6 +38,7 @@ from scheduler.progress import RunMover
 from scheduler.protocol import AgentClient
 from scheduler.replication.handover import Handover
 from scheduler.replication.node import Replication
+from scheduler.retention import HISTORY, HistoryPruner
 from scheduler.runs import DISPATCHED, FINAL_STATES, RUNNING, SCHEDULED, Run, output_base
 from scheduler.service import Conflict, NotActive, NotFound
 from scheduler.term import Superseded, Term
@@ -75,6 +76,9 @@ class Scheduler:
                                        lambda body: self.handover.receive(body))
         self.writer = BatchWriter(self.ledger, self.replication.waiter)
         self.handover = Handover(self.ledger, self.writer)
+        repl = getattr(config, "replication", None)
+        self.pruner = HistoryPruner(self.ledger, self.writer, self.output_dir,
+                                    repl.history if repl is not None else HISTORY)
         self.jobset = JobSet(config)
         self.jobset.load(strict=True)
         if not self.replication.following:
@@ -190,7 +194,8 @@ class Scheduler:
             self.jobset.note_definitions(self.ledger, {})
         await self.fires.catch_up(latest, began_at)
         self._tasks = [asyncio.create_task(self.fires.plan_loop()),
-                       asyncio.create_task(self._collect_loop())]
+                       asyncio.create_task(self._collect_loop()),
+                       asyncio.create_task(self.pruner.loop(lambda: self.term.active))]
 
     async def _stop_work(self) -> None:
         tasks, self._tasks = self._tasks + list(self._spawned), []

@@ -403,6 +403,12 @@ class Ledger:
         sql += " ORDER BY nominal DESC, attempt DESC LIMIT ?"
         return self._runs(sql, [*args, max(0, int(limit))])
 
+    def final_before(self, nominal: str, limit: int) -> list[Run]:
+        """Finished runs with a nominal time before `nominal`, oldest first (retention)."""
+        final = ", ".join(f"'{s}'" for s in FINAL_STATES)
+        return self._runs(f"SELECT * FROM runs WHERE nominal < ? AND state IN ({final}) "
+                          "ORDER BY nominal LIMIT ?", (nominal, limit))
+
     def open_runs(self, job: str | None = None) -> list[Run]:
         """Runs not finished yet (scheduled, dispatched, running), oldest first."""
         sql = "SELECT * FROM runs WHERE state IN ('scheduled', 'dispatched', 'running')"

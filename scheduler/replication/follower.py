@@ -27,6 +27,7 @@ from scheduler.changelog import Entry
 from scheduler.ledger import Ledger, LedgerError
 from scheduler.replication.fork import fork_point
 from scheduler.replication.handover import Handover
+from scheduler.retention import remove_output
 from scheduler.runs import FINAL_STATES, output_base
 from scheduler.statedir import private_dir, write_private
 from scheduler.times import parse_time, utc_now
@@ -196,7 +197,11 @@ class Follower:
             raise SourceGone(f"answered {status}: {body.get('error') if body else ''}")
         entries = [Entry.from_json(e) for e in body["entries"]]
         if entries:
+            gone = [run for e in entries for i in e.images if i.table == "runs" and i.row is None
+                    and (run := self.ledger.get_attempt(str(i.key[0]), int(i.key[1])))]
             await asyncio.to_thread(self.ledger.append, entries)
+            if gone:  # history pruned on the active: its output goes here too
+                await asyncio.to_thread(remove_output, self.output_dir, gone)
             self.applied_any = True
             self._queue_output(entries)
         self.behind = max(0, int(body["head"]) - self.ledger.head)

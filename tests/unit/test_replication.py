@@ -186,3 +186,29 @@ def test_a_batch_is_answered_only_once_the_follower_holds_it(tmp_path: Path) -> 
 
     asyncio.run(go())
 
+
+
+def test_history_older_than_the_setting_is_deleted_through_the_log(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from scheduler.retention import HistoryPruner
+
+    active, replica = Ledger(tmp_path / "a.sqlite"), Ledger(tmp_path / "b.sqlite")
+    out = tmp_path / "out"
+    (out / "j").mkdir(parents=True)
+    (out / "j" / f"{RID}.1.stdout").write_text("old\n")
+    new = "j@2026-03-01T00:00:00Z"
+    active.apply([Change("create", RID, 1, "j", {"nominal": "2026-01-01T00:00:00Z",
+                                                  "state": "succeeded",
+                                                  "output_path": f"j/{RID}.1"}),
+                  Change("create", new, 1, "j", {"nominal": "2026-03-01T00:00:00Z",
+                                                  "state": "succeeded"}),
+                  Change("create", "j@2025-12-01T00:00:00Z", 1, "j",
+                         {"nominal": "2025-12-01T00:00:00Z"})])  # still scheduled: kept
+    pruner = HistoryPruner(active, BatchWriter(active), out, 30 * 86400.0,
+                           lambda: datetime(2026, 3, 2, tzinfo=UTC))
+    assert asyncio.run(pruner.prune()) == 1
+    assert active.get_run(RID) is None and active.get_run(new) is not None
+    assert not (out / "j" / f"{RID}.1.stdout").exists()
+    replica.append(active.entries(0, 100))
+    assert replica.get_run(RID) is None and replica.get_run(new) is not None
