@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,6 +91,34 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class RawEntry:
+    """An entry as stored and shipped: its images still JSON text (a follower applies them and
+    stores the same text; nobody decodes and re-encodes them on the way)."""
+
+    seq: int
+    epoch: int
+    at: str
+    images: str
+
+    def to_wire(self) -> list[Any]:
+        return [self.seq, self.epoch, self.at, self.images]
+
+    @classmethod
+    def from_wire(cls, data: list[Any]) -> RawEntry:
+        seq, epoch, at, images = data
+        return cls(int(seq), int(epoch), str(at), str(images))
+
+    @classmethod
+    def of(cls, entry: Entry) -> RawEntry:
+        return cls(entry.seq, entry.epoch, entry.at,
+                   json.dumps([i.to_json() for i in entry.images], separators=(",", ":")))
+
+    def decoded(self) -> Entry:
+        return Entry(self.seq, self.epoch, self.at,
+                     tuple(Image.from_json(i) for i in json.loads(self.images)))
+
+
+@dataclass(frozen=True)
 class Position:
     """Where a ledger's log stands: its lineage, last seq, and the epoch of that entry."""
 
@@ -151,42 +179,81 @@ def record(c: sqlite3.Connection, targets: Iterable[Target], at: str) -> int:
     return seq
 
 
-def apply_images(c: sqlite3.Connection, images: Iterable[Image]) -> None:
-    for image in images:
-        if image.table == "meta" and image.key[0] in LOCAL_META:
-            continue
-        keys = TABLE_KEYS[image.table]
-        if image.row is None:
-            where = " AND ".join(f"{k} = ?" for k in keys)
-            c.execute(f"DELETE FROM {image.table} WHERE {where}", image.key)
-            continue
-        cols = ", ".join(image.row)
-        marks = ", ".join("?" * len(image.row))
-        c.execute(f"INSERT OR REPLACE INTO {image.table} ({cols}) VALUES ({marks})",
-                  tuple(image.row.values()))
+Deleted = Callable[[str, dict[str, Any]], None]  # (table, the row as it was)
 
 
-def append(c: sqlite3.Connection, entries: Sequence[Entry]) -> int:
+class _Applier:
+    """Applies shipped images in order, with one executemany per run of rows of the same table
+    and columns (a deletion first applies what is pending, so the order per row holds)."""
+
+    def __init__(self, c: sqlite3.Connection, deleted: Deleted | None) -> None:
+        self.c, self.deleted = c, deleted
+        self.pending: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = {}
+
+    def image(self, image: dict[str, Any]) -> None:
+        table = image["t"]
+        keys = TABLE_KEYS.get(table)
+        if keys is None:
+            raise ValueError(f"change log: unknown table {table!r}")
+        if "del" in image:
+            self.flush()
+            self._delete(table, keys, image["del"])
+            return
+        row = image["row"]
+        if table == "meta" and row.get("key") in LOCAL_META:
+            return
+        self.pending.setdefault((table, tuple(row)), []).append(tuple(row.values()))
+
+    def _delete(self, table: str, keys: tuple[str, ...], key: list[Any]) -> None:
+        where = " AND ".join(f"{k} = ?" for k in keys)
+        if self.deleted is not None:
+            cur = self.c.execute(f"SELECT * FROM {table} WHERE {where}", key)
+            old = cur.fetchone()
+            if old is not None:
+                self.deleted(table, dict(zip([d[0] for d in cur.description], old, strict=True)))
+        self.c.execute(f"DELETE FROM {table} WHERE {where}", key)
+
+    def flush(self) -> None:
+        for (table, cols), rows in self.pending.items():
+            # An upsert, not INSERT OR REPLACE: an existing row is updated in place, so only
+            # the indexes of columns that changed are touched (REPLACE deletes and reinserts).
+            keys = TABLE_KEYS[table]
+            sets = ", ".join(f"{k} = excluded.{k}" for k in cols if k not in keys)
+            self.c.executemany(f"INSERT INTO {table} ({', '.join(cols)}) "
+                               f"VALUES ({', '.join('?' * len(cols))}) ON CONFLICT "
+                               f"({', '.join(keys)}) DO "
+                               + (f"UPDATE SET {sets}" if sets else "NOTHING"), rows)
+        self.pending = {}
+
+
+def append(c: sqlite3.Connection, entries: Sequence[RawEntry],
+           deleted: Deleted | None = None) -> tuple[int, list[list[dict[str, Any]]]]:
     """A follower's side (inside a transaction): apply entries that follow this log's head
-    directly, keeping their seq; the new head."""
+    directly, keeping their seq and text; the new head and each entry's decoded images.
+    `deleted(table, row)` hears of each row an image deletes, as it was."""
     last = head(c)
+    decoded = []
+    applier = _Applier(c, deleted)
     for e in entries:
         if e.seq != last + 1:
             raise ValueError(f"change log: entry {e.seq} does not follow {last}")
-        apply_images(c, e.images)
-        c.execute("INSERT INTO changes (seq, epoch, at, images) VALUES (?, ?, ?, ?)",
-                  (e.seq, e.epoch, e.at, json.dumps([i.to_json() for i in e.images],
-                                                    separators=(",", ":"))))
-        _note_term(c, e.epoch, e.seq)
+        images = json.loads(e.images)
+        for image in images:
+            applier.image(image)
+        decoded.append(images)
         last = e.seq
-    return last
+    applier.flush()
+    c.executemany("INSERT INTO changes (seq, epoch, at, images) VALUES (?, ?, ?, ?)",
+                  [(e.seq, e.epoch, e.at, e.images) for e in entries])
+    for epoch in dict.fromkeys(e.epoch for e in entries):
+        _note_term(c, epoch, next(e.seq for e in entries if e.epoch == epoch))
+    return last, decoded
 
 
-def read(c: sqlite3.Connection, after: int, limit: int) -> list[Entry]:
+def read(c: sqlite3.Connection, after: int, limit: int) -> list[RawEntry]:
     rows = c.execute("SELECT seq, epoch, at, images FROM changes WHERE seq > ? ORDER BY seq "
                      "LIMIT ?", (after, limit)).fetchall()
-    return [Entry(int(r[0]), int(r[1]), r[2],
-                  tuple(Image.from_json(i) for i in json.loads(r[3]))) for r in rows]
+    return [RawEntry(int(r[0]), int(r[1]), r[2], r[3]) for r in rows]
 
 
 def terms(c: sqlite3.Connection) -> Terms:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from scheduler import changelog
-from scheduler.changelog import Entry, Position, Target, Terms
+from scheduler.changelog import Entry, Position, RawEntry, Target, Terms
 from scheduler.runs import FINAL_STATES, OPEN_STATES, RUN_FIELDS, STATES, Run
 from scheduler.statedir import FILE_MODE, make_private, private_dir
 from scheduler.times import nominal_iso, parse_time, utc_iso, utc_now  # also for the ledger's users
@@ -212,15 +212,21 @@ class Ledger:
 
     # -- the change log: a follower's side and the source's reads --------------------------
     def append(self, entries: list[Entry]) -> int:
+        """Apply a source's entries in one transaction; the new head (see append_raw)."""
+        return self.append_raw([RawEntry.of(e) for e in entries])[0]
+
+    def append_raw(self, entries: list[RawEntry], deleted: changelog.Deleted | None = None,
+                   ) -> tuple[int, list[list[dict[str, Any]]]]:
         """Apply a source's entries in one transaction (row images, the entries with their
-        seq); the new head. No listener hears of them: they are not this node's decisions."""
+        seq); the new head and each entry's images. No change listener hears of them: they are
+        not this node's decisions."""
         if not entries:
-            return self._head
+            return self._head, []
         with self._wlock:
             c = self._w
             try:
                 c.execute("BEGIN IMMEDIATE")
-                last = changelog.append(c, entries)
+                last, decoded = changelog.append(c, entries, deleted)
                 self._maybe_trim(c)
                 c.execute("COMMIT")
             except BaseException as e:
@@ -230,9 +236,12 @@ class Ledger:
                     raise LedgerError(f"{self.path}: write failed: {e}") from e
                 raise
         self._committed(last)
-        return last
+        return last, decoded
 
     def entries(self, after: int, limit: int) -> list[Entry]:
+        return [e.decoded() for e in self.raw_entries(after, limit)]
+
+    def raw_entries(self, after: int, limit: int) -> list[RawEntry]:
         with self._rlock:
             return changelog.read(self._r, after, limit)
 

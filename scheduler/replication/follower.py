@@ -23,12 +23,12 @@ from typing import Any
 
 import aiohttp
 
-from scheduler.changelog import Entry
+from scheduler.changelog import Entry, RawEntry
 from scheduler.ledger import Ledger, LedgerError
 from scheduler.replication.fork import fork_point
 from scheduler.replication.handover import Handover
 from scheduler.retention import remove_output
-from scheduler.runs import FINAL_STATES, output_base
+from scheduler.runs import FINAL_STATES, Run, output_base
 from scheduler.statedir import private_dir, write_private
 from scheduler.times import parse_time, utc_now
 
@@ -38,6 +38,7 @@ POLL_WAIT = 5.0  # seconds a long poll is held by the source
 BATCH = 5000  # entries asked for at once
 CONNECT_TIMEOUT = 1.5  # a dead peer drops SYNs: a short bound, so a promotion is not held
 RETRY_EVERY = 1.0
+INLINE_APPLY = 20  # entries applied in the loop's own thread; more go to a worker thread
 IN_SYNC_CONTACT = POLL_WAIT + 5.0  # without an answer for longer, a standby is lagging
 
 class SourceGone(RuntimeError):
@@ -195,15 +196,22 @@ class Follower:
             return True
         if status != 200:
             raise SourceGone(f"answered {status}: {body.get('error') if body else ''}")
-        entries = [Entry.from_json(e) for e in body["entries"]]
+        entries = [RawEntry.from_wire(e) for e in body["entries"]]
         if entries:
-            gone = [run for e in entries for i in e.images if i.table == "runs" and i.row is None
-                    and (run := self.ledger.get_attempt(str(i.key[0]), int(i.key[1])))]
-            await asyncio.to_thread(self.ledger.append, entries)
+            gone: list[Run] = []
+
+            def deleted(table: str, row: dict[str, Any]) -> None:
+                if table == "runs":
+                    gone.append(Run.from_row(row))
+
+            if len(entries) > INLINE_APPLY:  # a catch-up: the loop serves reads meanwhile
+                _, images = await asyncio.to_thread(self.ledger.append_raw, entries, deleted)
+            else:  # in step: the thread hop would cost the sync ack more than the apply
+                _, images = self.ledger.append_raw(entries, deleted)
             if gone:  # history pruned on the active: its output goes here too
                 await asyncio.to_thread(remove_output, self.output_dir, gone)
             self.applied_any = True
-            self._queue_output(entries)
+            self._queue_output(images)
         self.behind = max(0, int(body["head"]) - self.ledger.head)
         last = entries[-1].at if entries else None
         self.lag_seconds = (0.0 if not self.behind else
@@ -250,11 +258,11 @@ class Follower:
                 self._mirror.put_nowait((run.run_id, run.attempt, run.output_path))
 
     # -- output ----------------------------------------------------------------------------------
-    def _queue_output(self, entries: list[Entry]) -> None:
-        for e in entries:
-            for image in e.images:
-                row = image.row
-                if (image.table == "runs" and row and row.get("output_path")
+    def _queue_output(self, entries: list[list[dict[str, Any]]]) -> None:
+        for images in entries:
+            for image in images:
+                row = image.get("row")
+                if (image["t"] == "runs" and row and row.get("output_path")
                         and row.get("state") in FINAL_STATES):
                     self._mirror.put_nowait((row["run_id"], int(row["attempt"]),
                                              row["output_path"]))

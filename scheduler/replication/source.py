@@ -111,7 +111,7 @@ class Source:
             return web.json_response({"error": "behind the log, take a snapshot",
                                       **self._where()}, status=410)
         self.waiter.ack(after)  # everything up to `after` is durable on the follower
-        entries = self.ledger.entries(after, limit)
+        entries = self.ledger.raw_entries(after, limit)
         if not entries and wait > 0:
             self._new.clear()
             if self.ledger.head <= after:
@@ -119,8 +119,9 @@ class Source:
                     await asyncio.wait_for(self._new.wait(), wait)
                 except TimeoutError:
                     pass
-            entries = self.ledger.entries(after, limit)
-        return web.json_response({"entries": [e.to_json() for e in entries],
+            entries = self.ledger.raw_entries(after, limit)
+        # Entries as [seq, epoch, at, images-as-JSON-text]: the stored text goes out as it is.
+        return web.json_response({"entries": [e.to_wire() for e in entries],
                                   "head": self.ledger.head, "role": self.role(),
                                   "epoch": self.ledger.epoch()})
 
