@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -297,6 +298,7 @@ def main() -> None:
     ap.add_argument("--db", help=argparse.SUPPRESS)
     ap.add_argument("--times", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    logging.getLogger("hasched").setLevel(logging.ERROR)  # the figures, not the daemons' chatter
     if args.follow:
         asyncio.run(follow(args.follow, Path(args.db), Path(args.times)))
         return

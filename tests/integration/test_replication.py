@@ -6,6 +6,7 @@ collected output. Promotion and demotion go through the control socket, as Pacem
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import pytest
 from harness import API_TOKEN, REPL_TOKEN, Lab, Scheduler, dump, job_toml, wait_for
@@ -78,6 +79,13 @@ def test_a_standby_refuses_writes_naming_the_active_and_serves_reads(lab: Lab) -
         r for r in b.api("GET", "/v1/runs?job=beat")[1]["runs"] if r["state"] == "succeeded"])
     health = b.api("GET", "/health")[1]
     assert health["role"] == "standby" and health["replication"]["source"] == a.url
+    assert health["replica"] is True and a.api("GET", "/health")[1]["replica"] is False
+    req = urllib.request.Request(f"{b.url}/v1/runs?job=beat",
+                                 headers={"Authorization": f"Bearer {API_TOKEN}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert resp.headers["X-Hasched-Role"] == "standby"
+    wait_for("the standby's metrics to say in-sync", lambda: 'hasched_replication_state{state='
+             '"in-sync"} 1.0' in b.api("GET", "/metrics")[1])
     # The replication endpoints take the replication token only, and it nothing else.
     assert b.api("GET", "/v1/replication/status", token=API_TOKEN)[0] == 401
     assert b.api("GET", "/v1/replication/status", token=REPL_TOKEN)[0] == 200
