@@ -358,6 +358,11 @@ class Scheduler:
         except ValueError:
             return status, body.decode(errors="replace")
 
+    def output_file(self, row: dict[str, Any], stream: str) -> Path:
+        """Where this scheduler keeps a collected run's stream (output_path is relative to its
+        state_dir/output)."""
+        return self.dir / "state" / "output" / f"{row['output_path']}.{stream}"
+
     def replication(self) -> dict[str, Any]:
         return self.status()["replication"]
 
