@@ -125,16 +125,17 @@ class Term:
         new = self.ledger.raise_epoch(epoch)
         if self.metrics is not None:
             self.metrics.set_epoch(new)
-        return await self.activate()
+        return await self.activate(drained=True)
 
-    async def activate(self) -> str:
+    async def activate(self, drained: bool = False) -> str:
         """Become active: refuse when agents have seen a higher epoch (Superseded); tell the
-        answering agents our epoch, adopt what they ran, then start the work."""
+        answering agents our epoch, adopt what they ran, then start the work. `drained`: the
+        replica's stream was drained already (by promote)."""
         async with self._lock:
             snap = self.snapshot()
             if snap.role == ACTIVE:
                 return self._decided(f"already active at epoch {snap.epoch}")
-            if self.replica is not None:
+            if self.replica is not None and not drained:
                 await self.replica.before_active()
             try:
                 return await self._activate()
