@@ -11,15 +11,15 @@ import asyncio
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from scheduler import changelog
-from scheduler.changelog import Entry, Position, RawEntry, Target, Terms
-from scheduler.runs import FINAL_STATES, OPEN_STATES, RUN_FIELDS, STATES, Run
+from scheduler.changelog import Entry, Position, RawEntry, Terms
+from scheduler.changes import Change, apply_change
+from scheduler.runs import FINAL_STATES, OPEN_STATES, STATES, Run
 from scheduler.statedir import FILE_MODE, make_private, private_dir
 from scheduler.times import nominal_iso, parse_time, utc_iso, utc_now  # also for the ledger's users
 
@@ -54,44 +54,6 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', 0);
 
 class LedgerError(RuntimeError):
     """The ledger file cannot be opened or written."""
-
-
-@dataclass(frozen=True)
-class Change:
-    """One state change, self-contained: it carries every value it sets, so that the same change
-    applied to another copy of the ledger (a standby following the active) gives the same row.
-    Nothing in `apply` reads the clock or picks a value.
-
-    op: "create"  insert a run if (run_id, attempt) is absent (a known identity is never re-created)
-        "update"  set `fields` on a run, only while its state is in `when` (if given)
-        "adopt"   insert or update a run learnt from an agent; a final state is never reopened
-        "job"     set paused / last_planned / first_seen / trigger of a job ("" forgets the
-                  last two)
-        "epoch"   raise the epoch to fields["epoch"] (never lowers it)
-        "delete"  remove a run's attempt (history retention)
-
-    A "create" or "adopt" without `scheduled_at` gets the time the change was made, here: the
-    moment the writer decided it, not the moment (or the node) it is applied.
-    """
-
-    op: str
-    run_id: str = ""
-    attempt: int = 0
-    job: str = ""
-    fields: Mapping[str, Any] = field(default_factory=dict)
-    when: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.op in ("create", "adopt") and "scheduled_at" not in self.fields:
-            object.__setattr__(self, "fields", {**self.fields, "scheduled_at": utc_iso()})
-
-    def target(self) -> Target:
-        """The row this change touches (what the change log reads back after it)."""
-        if self.op == "job":
-            return Target("job_state", (self.job,))
-        if self.op == "epoch":
-            return Target("meta", ("epoch",))
-        return Target("runs", (self.run_id, self.attempt))
 
 
 Listener = Callable[[list[Change]], None]
@@ -176,7 +138,7 @@ class Ledger:
             c = self._w
             try:
                 c.execute("BEGIN IMMEDIATE")
-                done = [self._apply_one(c, ch) for ch in changes]
+                done = [apply_change(c, ch) for ch in changes]
                 targets = [ch.target() for ch, ok in zip(changes, done, strict=True) if ok]
                 seq = changelog.record(c, targets, utc_iso()) if targets else None
                 if seq is not None:
@@ -292,64 +254,6 @@ class Ledger:
             src.close()
         return self.position()
 
-    @staticmethod
-    def _apply_one(c: sqlite3.Connection, ch: Change) -> bool:
-        f = dict(ch.fields)
-        if ch.op == "create":
-            row = {"run_id": ch.run_id, "attempt": ch.attempt, "job": ch.job, **f}
-            row.setdefault("state", "scheduled")
-            _check_fields(row)
-            row["manual"] = int(bool(row.get("manual", 0)))
-            cols = ", ".join(row)
-            marks = ", ".join("?" * len(row))
-            cur = c.execute(f"INSERT OR IGNORE INTO runs ({cols}) VALUES ({marks})",
-                            tuple(row.values()))
-            return cur.rowcount > 0
-        if ch.op == "update":
-            _check_fields(f)
-            sets = ", ".join(f"{k} = ?" for k in f)
-            sql = f"UPDATE runs SET {sets} WHERE run_id = ? AND attempt = ?"
-            args: list[Any] = [*f.values(), ch.run_id, ch.attempt]
-            if ch.when:
-                sql += f" AND state IN ({', '.join('?' * len(ch.when))})"
-                args += ch.when
-            return c.execute(sql, args).rowcount > 0
-        if ch.op == "adopt":
-            _check_fields(f)
-            row = {"run_id": ch.run_id, "attempt": ch.attempt, "job": ch.job, **f}
-            cols = ", ".join(row)
-            marks = ", ".join("?" * len(row))
-            # scheduled_at is when the ledger first knew the run: an adoption never moves it.
-            sets = ", ".join(f"{k} = excluded.{k}" for k in f if k != "scheduled_at")
-            final = ", ".join(f"'{s}'" for s in FINAL_STATES)
-            cur = c.execute(
-                f"INSERT INTO runs ({cols}) VALUES ({marks}) ON CONFLICT (run_id, attempt) "
-                f"DO UPDATE SET {sets} WHERE runs.state NOT IN ({final})", tuple(row.values()))
-            return cur.rowcount > 0
-        if ch.op == "job":
-            paused = f.get("paused")
-            last = f.get("last_planned")
-            c.execute("INSERT OR IGNORE INTO job_state (job) VALUES (?)", (ch.job,))
-            if paused is not None:
-                c.execute("UPDATE job_state SET paused = ? WHERE job = ?", (int(paused), ch.job))
-            if last is not None:
-                c.execute("UPDATE job_state SET last_planned = ? WHERE job = ?", (last, ch.job))
-            if "first_seen" in f:
-                c.execute("UPDATE job_state SET first_seen = ? WHERE job = ?",
-                          (f["first_seen"] or None, ch.job))
-            if "trigger" in f:
-                c.execute("UPDATE job_state SET trigger = ? WHERE job = ?",
-                          (f["trigger"] or None, ch.job))
-            return True
-        if ch.op == "delete":
-            return c.execute("DELETE FROM runs WHERE run_id = ? AND attempt = ?",
-                             (ch.run_id, ch.attempt)).rowcount > 0
-        if ch.op == "epoch":
-            cur = c.execute("UPDATE meta SET value = ? WHERE key = 'epoch' AND value < ?",
-                            (int(f["epoch"]), int(f["epoch"])))
-            return cur.rowcount > 0
-        raise ValueError(f"unknown ledger change {ch.op!r}")
-
     # -- convenience writers (all go through apply) ---------------------------
     def raise_epoch(self, epoch: int) -> int:
         self.apply([Change("epoch", fields={"epoch": epoch})])
@@ -453,14 +357,6 @@ class Ledger:
     def counts(self) -> dict[str, int]:
         rows = self._query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
         return {r["state"]: r["n"] for r in rows}
-
-
-def _check_fields(f: Mapping[str, Any]) -> None:
-    bad = [k for k in f if k not in RUN_FIELDS]
-    if bad:
-        raise ValueError(f"unknown run field(s): {', '.join(bad)}")
-    if "state" in f and f["state"] not in STATES:
-        raise ValueError(f"unknown run state {f['state']!r}")
 
 
 class Waiter(Protocol):
