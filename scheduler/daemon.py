@@ -146,8 +146,8 @@ class Scheduler:
             self.replication.on_standby()
 
     async def stop(self) -> None:
-        await self.term.demote("stopping")
         await self.replication.stop()
+        await self.term.demote("stopping")
         if self._probe_task:
             self._probe_task.cancel()
         await self.control.stop()

@@ -91,7 +91,7 @@ class Follower:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         drained = 0
-        if self.source is not None:
+        if self.source is not None and drain > 0:
             try:
                 drained = await asyncio.wait_for(self._drain(), drain)
             except (TimeoutError, SourceGone, aiohttp.ClientError, OSError, LedgerError) as e:

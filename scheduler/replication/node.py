@@ -29,6 +29,7 @@ class Replication:
     def __init__(self, config: ReplicationConfig | None, ledger: Ledger, output_dir: Path,
                  role: Callable[[], str], handover: ReceiveHandover | None = None) -> None:
         self.ledger, self.role = ledger, role
+        self.stopped = False
         self.mode = config.mode if config is not None and config.peers else OFF
         self.tokens = (read_tokens(config.token_file) if config is not None
                        and config.token_file else frozenset())
@@ -59,10 +60,12 @@ class Replication:
         self.waiter.state, self.waiter.acked, self.waiter.acked_at = ALONE, 0, None
 
     def on_standby(self) -> None:
-        if self.follower is not None:
+        if self.follower is not None and not self.stopped:
             self.follower.start()
 
     async def stop(self) -> None:
+        """The daemon is stopping: stop following, and do not start again."""
+        self.stopped = True
         if self.follower is not None:
             await self.follower.stop(0.0)
 
