@@ -177,8 +177,9 @@ class Follower:
     async def _drain(self) -> int:
         assert self.source is not None
         before = self.ledger.head
-        while await self.step(self.source, 0.0) and self.behind:
-            pass
+        await self.step(self.source, 0.0)
+        while self.behind:  # a demoted source (a switchover) still serves what it has
+            await self.step(self.source, 0.0)
         return self.ledger.head - before
 
     async def step(self, source: str, wait: float) -> bool:

@@ -4,7 +4,6 @@ status and /health give (the contract the OCF agent reads: docs/interfaces.md)."
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,14 +11,12 @@ from typing import Any
 
 from aiohttp import web
 
-from scheduler.config import ReplicationConfig, read_tokens
+from scheduler.config import ReplicationConfig, read_token, read_tokens
 from scheduler.ledger import Ledger
 from scheduler.replication.follower import IN_SYNC_CONTACT, Follower
 from scheduler.replication.source import Handover as ReceiveHandover
 from scheduler.replication.source import Source
 from scheduler.replication.waiter import ALONE, PRIMARY, SyncWaiter
-
-log = logging.getLogger("hasched.replication")
 
 DRAIN = 3.0  # seconds a promotion gives the drain of the stream (a dead source: connect timeout)
 OFF = "off"
@@ -36,9 +33,10 @@ class Replication:
         timeout = config.sync_timeout if config is not None else 2.0
         self.waiter = SyncWaiter(lambda: ledger.head, self.mode == "sync", timeout)
         self.source = Source(ledger, self.waiter, output_dir, role, handover)
-        self.follower = (Follower(ledger, config.peers, next(iter(sorted(self.tokens))),
+        self.follower = (Follower(ledger, config.peers, read_token(config.token_file),
                                   str(config.ca) if config.ca else None, output_dir)
-                         if self.mode != OFF and config is not None and self.tokens else None)
+                         if self.mode != OFF and config is not None and config.token_file
+                         else None)
 
     @property
     def following(self) -> bool:
@@ -56,8 +54,7 @@ class Replication:
         """Before this node acts as active: take what the source still has, stop following."""
         if self.follower is not None and self.follower.running:
             await self.follower.stop(DRAIN)
-        # Writes wait for a follower only once one has caught up with this node's head.
-        self.waiter.state, self.waiter.acked, self.waiter.acked_at = ALONE, 0, None
+        self.waiter.reset()
 
     def on_standby(self) -> None:
         if self.follower is not None and not self.stopped:

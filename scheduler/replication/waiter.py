@@ -32,6 +32,11 @@ class SyncWaiter:
         self.state = ALONE
         self._waiting: list[tuple[int, asyncio.Future[None]]] = []
 
+    def reset(self) -> None:
+        """A new active term: no follower of ours yet; writes wait for one only once it has
+        caught up with our head."""
+        self.state, self.acked, self.acked_at = ALONE, 0, None
+
     def ack(self, seq: int) -> None:
         """The follower holds everything up to `seq`."""
         self.acked_at = time.monotonic()
