@@ -41,9 +41,9 @@ class ActiveService:
 @asynccontextmanager
 async def serving(ledger: Ledger, tmp: Path,
                   handover: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
-                  ) -> AsyncIterator[tuple[str, Source]]:
+                  role: str = "active") -> AsyncIterator[tuple[str, Source]]:
     waiter = SyncWaiter(lambda: ledger.head, True, 1.0)
-    source = Source(ledger, waiter, tmp / "out-a", lambda: "active", handover)
+    source = Source(ledger, waiter, tmp / "out-a", lambda: role, handover)
     source.start()
     app = make_app(ActiveService(ledger), frozenset({API}), Metrics(),  # type: ignore[arg-type]
                    source.add_routes, frozenset({TOKEN}))
@@ -98,6 +98,28 @@ def test_a_long_poll_answers_as_soon_as_a_change_is_committed(tmp_path: Path) ->
             await f.stop(0)
 
     asyncio.run(go())
+
+
+def test_the_drain_at_promotion_takes_all_a_demoted_source_has(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scheduler.replication import follower as following
+
+    monkeypatch.setattr(following, "BATCH", 2)  # several answers' worth behind
+    active, replica = Ledger(tmp_path / "a.sqlite"), Ledger(tmp_path / "b.sqlite")
+    active.snapshot(tmp_path / "snap.sqlite")
+    replica.restore(tmp_path / "snap.sqlite")
+    for i in range(7):
+        active.apply([Change("job", job=f"j{i}", fields={"paused": True})])
+
+    async def go() -> None:
+        async with serving(active, tmp_path, role="standby") as (url, _):
+            f = follower(replica, url, tmp_path)
+            f.source = url
+            assert await f._drain() == 7
+            await f.stop(0)
+
+    asyncio.run(go())
+    assert replica.position() == active.position()
 
 
 def test_a_diverged_tail_is_handed_over_then_the_follower_resyncs(tmp_path: Path) -> None:
