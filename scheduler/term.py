@@ -112,6 +112,11 @@ class Term:
         if self.metrics is not None:
             self.metrics.set_role(role)
 
+    def _follow(self) -> None:
+        """Standby (again): replication follows the active."""
+        if self.replica is not None:
+            self.replica.on_standby()
+
     @staticmethod
     def _decided(sentence: str, level: int = logging.INFO) -> str:
         log.log(level, "term: %s", sentence)
@@ -137,42 +142,36 @@ class Term:
                 return self._decided(f"already active at epoch {snap.epoch}")
             if self.replica is not None and not drained:
                 await self.replica.before_active()
-            try:
-                return await self._activate()
-            except Superseded:
-                if self.replica is not None:
-                    self.replica.on_standby()
-                raise
-
-    async def _activate(self) -> str:
-        snap = self.snapshot()  # after the drain: it may have raised the epoch
-        seen = await self.pool.probe()
-        if seen > snap.epoch:
-            self._decided(f"SUPERSEDED: agents have seen epoch {seen} > ours {snap.epoch}; "
-                          "staying standby", logging.ERROR)
-            raise Superseded(f"agents have seen epoch {seen} > {snap.epoch}: "
-                             "another scheduler is active")
-        # Before anything is adopted or sent: an agent that holds our epoch refuses our
-        # cut-off predecessor from now on, not only once we first send it an order.
-        # Only the agents that answered the probe: a dead node's agent would hold the
-        # failover for a timeout at each step. The collect loop tells and adopts it later.
-        up = self.pool.answering()
-        refused = await self.tell_all(up)
-        if refused:
-            agent, e = refused[0]
-            self._decided(f"SUPERSEDED: agent {agent} refused our epoch {snap.epoch} ({e}); "
-                          "staying standby", logging.ERROR)
-            raise Superseded(f"agent {agent} has seen epoch {e.agent_epoch} > "
-                             f"{snap.epoch}: another scheduler is active")
-        self._set_role(ACTIVE)
-        now = self.clock()
-        latest, self.unreconciled = await self.adopter.adopt(now, up)
-        self.began_at = now
-        await self.on_active(latest, now)
-        later = (f"; not yet reconciled: {_names(self.unreconciled)}"
-                 if self.unreconciled else "")
-        return self._decided(f"active at epoch {snap.epoch}: told and reconciled "
-                             f"{_names(up)}{later}")
+                snap = self.snapshot()  # the drain may have raised the epoch
+            seen = await self.pool.probe()
+            if seen > snap.epoch:
+                self._decided(f"SUPERSEDED: agents have seen epoch {seen} > ours {snap.epoch}; "
+                              "staying standby", logging.ERROR)
+                self._follow()
+                raise Superseded(f"agents have seen epoch {seen} > {snap.epoch}: "
+                                 "another scheduler is active")
+            # Before anything is adopted or sent: an agent that holds our epoch refuses our
+            # cut-off predecessor from now on, not only once we first send it an order.
+            # Only the agents that answered the probe: a dead node's agent would hold the
+            # failover for a timeout at each step. The collect loop tells and adopts it later.
+            up = self.pool.answering()
+            refused = await self.tell_all(up)
+            if refused:
+                agent, e = refused[0]
+                self._decided(f"SUPERSEDED: agent {agent} refused our epoch {snap.epoch} ({e}); "
+                              "staying standby", logging.ERROR)
+                self._follow()
+                raise Superseded(f"agent {agent} has seen epoch {e.agent_epoch} > "
+                                 f"{snap.epoch}: another scheduler is active")
+            self._set_role(ACTIVE)
+            now = self.clock()
+            latest, self.unreconciled = await self.adopter.adopt(now, up)
+            self.began_at = now
+            await self.on_active(latest, now)
+            later = (f"; not yet reconciled: {_names(self.unreconciled)}"
+                     if self.unreconciled else "")
+            return self._decided(f"active at epoch {snap.epoch}: told and reconciled "
+                                 f"{_names(up)}{later}")
 
     async def demote(self, why: str = "asked to") -> str:
         """Stop the work of the term and go back to standby."""
@@ -180,8 +179,7 @@ class Term:
             snap = self.snapshot()
             await self.on_standby()
             self._set_role(STANDBY)
-            if self.replica is not None:
-                self.replica.on_standby()
+            self._follow()
             was = "" if snap.role == STANDBY else f" ({why}; was {snap.role})"
             return self._decided(f"standby at epoch {snap.epoch}{was}")
 
