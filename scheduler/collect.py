@@ -25,6 +25,7 @@ from scheduler.runs import (
     RUNNING,
     SCHEDULED,
     Run,
+    output_base,
     output_rel,
 )
 from scheduler.statedir import private_dir, write_private
@@ -152,6 +153,25 @@ class Collector:
             log.warning("collecting %s attempt %s from %s: %s", key[0], key[1], agent, e)
         finally:
             self._finishing.discard(key)
+
+    async def recover_output(self, keys: list[tuple[str, int]]) -> int:
+        """Fetch from their agents the kept output of collected runs this node lacks (a
+        promoted standby whose follower had not mirrored them yet); how many were written.
+        An agent that does not answer costs its connect timeout, once per run."""
+        done = 0
+        for key in keys:
+            run = self.ledger.get_attempt(*key)
+            if run is None or not run.output_path or not run.agent:
+                continue
+            try:
+                client = self.pool.client(run.agent)
+                await self._save_output(client, key, output_base(self.output_dir,
+                                                                 run.output_path), {})
+                done += 1
+            except (KeyError, AgentUnreachable) as e:
+                log.warning("output of %s attempt %d not recovered from %s: %s", key[0],
+                            key[1], run.agent, e)
+        return done
 
     async def _save_output(self, client: AgentClient, key: tuple[str, int], base: Path,
                            sizes: dict[str, Any]) -> None:

@@ -193,9 +193,16 @@ class Scheduler:
         if self.replication.following:  # what the replica did not record of the jobs in force
             self.jobset.note_definitions(self.ledger, {})
         await self.fires.catch_up(latest, began_at)
+        if self.replication.unmirrored:  # collected on the old active, not mirrored here yet
+            keys, self.replication.unmirrored = self.replication.unmirrored, []
+            self._spawn(self._recover_output(keys))
         self._tasks = [asyncio.create_task(self.fires.plan_loop()),
                        asyncio.create_task(self._collect_loop()),
                        asyncio.create_task(self.pruner.loop(lambda: self.term.active))]
+
+    async def _recover_output(self, keys: list[tuple[str, int]]) -> None:
+        log.info("output of %d run(s) recovered from their agents", await
+                 self.collector.recover_output(keys))
 
     async def _stop_work(self) -> None:
         tasks, self._tasks = self._tasks + list(self._spawned), []

@@ -107,6 +107,15 @@ class Follower:
                  drained)
         return drained
 
+    def unmirrored(self) -> list[tuple[str, int]]:
+        """The runs whose output was still to be mirrored (the queue is emptied): a promoted
+        node fetches it from their agents instead (Collector.recover_output)."""
+        out = []
+        while not self._mirror.empty():
+            run_id, attempt, _ = self._mirror.get_nowait()
+            out.append((run_id, attempt))
+        return out
+
     def view(self) -> FollowState:
         recent = (self._contact is not None
                   and time.monotonic() - self._contact < IN_SYNC_CONTACT)

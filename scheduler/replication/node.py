@@ -27,6 +27,7 @@ class Replication:
                  role: Callable[[], str], handover: ReceiveHandover | None = None) -> None:
         self.ledger, self.role = ledger, role
         self.stopped = False
+        self.unmirrored: list[tuple[str, int]] = []  # runs whose output the follower lacks
         self.mode = config.mode if config is not None and config.peers else OFF
         self.tokens = (read_tokens(config.token_file) if config is not None
                        and config.token_file else frozenset())
@@ -54,6 +55,7 @@ class Replication:
         """Before this node acts as active: take what the source still has, stop following."""
         if self.follower is not None and self.follower.running:
             await self.follower.stop(DRAIN)
+            self.unmirrored += self.follower.unmirrored()
         self.waiter.reset()
 
     def on_standby(self) -> None:

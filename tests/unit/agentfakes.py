@@ -19,6 +19,7 @@ class FakeAgent:
         self.knows_epoch_push = knows_epoch_push
         self.records: list[dict[str, Any]] = []
         self.calls: list[str] = []
+        self.outputs: dict[tuple[str, int, str], str] = {}  # (run_id, attempt, stream) -> text
 
     def _answer(self, call: str) -> None:
         self.calls.append(call)
@@ -47,6 +48,13 @@ class FakeAgent:
     async def runs(self, *, unacked: bool = False, since: Any = None) -> list[dict[str, Any]]:
         self._answer("runs")
         return [r for r in self.records if not (unacked and r["acked"])]
+
+    async def output(self, run_id: str, attempt: int, stream: str = "stdout") -> str:
+        self._answer("output")
+        text = self.outputs.get((run_id, attempt, stream))
+        if text is None:
+            raise AgentError(f"agent {self.name}: HTTP 404", 404)
+        return text
 
     async def close(self) -> None:
         return None

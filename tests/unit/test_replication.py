@@ -234,3 +234,26 @@ def test_history_older_than_the_setting_is_deleted_through_the_log(tmp_path: Pat
     assert not (out / "j" / f"{RID}.1.stdout").exists()
     replica.append(active.entries(0, 100))
     assert replica.get_run(RID) is None and replica.get_run(new) is not None
+
+
+def test_a_promoted_node_recovers_unmirrored_output_from_the_agent(tmp_path: Path) -> None:
+    from agentfakes import FakeAgent
+
+    from scheduler.agents import AgentPool
+    from scheduler.collect import Collector
+
+    ledger = Ledger(tmp_path / "b.sqlite")
+    ledger.apply([Change("create", RID, 1, "j", {"nominal": "2026-01-01T00:00:00Z",
+                                                  "state": "succeeded", "agent": "a1",
+                                                  "output_path": f"j/{RID}.1"})])
+    agent = FakeAgent("a1")
+    agent.outputs[(RID, 1, "stdout")] = "kept by the agent\n"
+    pool = AgentPool({"a1": agent}, {})  # type: ignore[dict-item]
+
+    async def nothing(*_: Any) -> Any:
+        return True
+
+    collector = Collector(ledger, BatchWriter(ledger), pool, tmp_path / "out", lambda: 1,
+                          nothing, lambda *_: None, nothing)
+    assert asyncio.run(collector.recover_output([(RID, 1), ("gone@x", 1)])) == 1
+    assert (tmp_path / "out" / "j" / f"{RID}.1.stdout").read_text() == "kept by the agent\n"
