@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from scheduler.audit import Actor
-from scheduler.auth import ADMIN, OPERATOR, VIEWER, Principal, Tokens, bearer_token
+from scheduler.auth import ADMIN, OPERATOR, VIEWER, Principal, Tokens, bearer_token, token_allowed
 from scheduler.ledger import STATES as LEDGER_STATES
 from scheduler.metrics import CONTENT_TYPE, Metrics
 from scheduler.service import Conflict, NotActive, NotFound, Service
@@ -27,6 +27,8 @@ log = logging.getLogger("hasched.api")
 
 SERVICE_KEY = web.AppKey("service", Service)
 TOKENS_KEY = web.AppKey("tokens", Tokens)
+REPL_TOKENS_KEY = web.AppKey("replication_tokens", frozenset)
+REPLICATION = "/v1/replication/"
 METRICS_KEY = web.AppKey("metrics", Metrics)
 
 # The ledger owns the list of run states; the API only checks a filter against it.
@@ -61,8 +63,8 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except NotFound as exc:
         return _error(404, _one_line(exc) or "not found")
-    except NotActive:
-        return _error(409, "this scheduler is standby")
+    except NotActive as exc:
+        return _error(409, _one_line(exc) or "this scheduler is standby")
     except Conflict as exc:
         return _error(409, _one_line(exc) or "conflict")
     except BadParam as exc:
@@ -81,6 +83,12 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
 async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path == "/v1" or request.path.startswith("/v1/"):
         presented = bearer_token(request.headers.get("Authorization"))
+        if request.path.startswith(REPLICATION):
+            # The replication endpoints take the replication token only, and it nothing else.
+            if not token_allowed(presented, request.app[REPL_TOKENS_KEY]):
+                request.app[REFUSALS_KEY].note(request)
+                return _error(401, "missing or wrong bearer token")
+            return await handler(request)
         who = request.app[TOKENS_KEY].find(presented)
         if who is None:
             # The token itself is never logged, only that one was wrong.
@@ -111,6 +119,14 @@ def _actor(request: web.Request) -> Actor:
     """Who asks, for the audit trail: the token's name and role, and the client's address."""
     who = request[PRINCIPAL_KEY]
     return Actor(who.name, who.role, request.remote or "")
+
+
+async def _role_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer under /v1 says which role answered it (a standby's reads are a replica's)."""
+    if request.path.startswith("/v1/") and not request.path.startswith(REPLICATION):
+        role = getattr(request.app[SERVICE_KEY], "public_role", None)
+        if isinstance(role, str):
+            response.headers["X-Hasched-Role"] = role
 
 
 class Refusals:
@@ -224,6 +240,10 @@ async def _metrics(request: web.Request) -> web.Response:
             metrics.set_epoch(health["epoch"])
         if isinstance(health.get("behind_seconds"), (int, float)):
             metrics.set_behind(health["behind_seconds"])
+        repl = health.get("replication")
+        if isinstance(repl, dict) and isinstance(repl.get("seq"), int):
+            metrics.set_replication(repl["seq"], str(repl.get("state")),
+                                    repl.get("lag_seconds"), int(repl.get("behind") or 0))
         status = service.status()
         if isinstance(status.get("agents_reachable"), int):
             metrics.set_agents_reachable(status["agents_reachable"])
@@ -362,22 +382,28 @@ _POSTS = {"/v1/jobs/{name}/run": _run_job, "/v1/jobs/{name}/pause": _pause_job,
 OPERATOR_ROUTES = frozenset(_POSTS)
 
 
-def make_app(service: Service, tokens: Tokens | frozenset[str],
-             metrics: Metrics) -> web.Application:
+def make_app(service: Service, tokens: Tokens | frozenset[str], metrics: Metrics,
+             replication: Callable[[web.Application], None] | None = None,
+             replication_tokens: frozenset[str] = frozenset()) -> web.Application:
     """The REST API application; the daemon runs it (with TLS from make_ssl_context if set).
-    `tokens`: from auth.read_api_tokens, or bare tokens (admins)."""
+    `tokens`: from auth.read_api_tokens, or bare tokens (admins). `replication(app)` adds the
+    /v1/replication routes, which take `replication_tokens` (and no other token)."""
     if not tokens:
         # An empty token set would lock everyone out silently; say so once at start-up.
         log.warning("no API tokens configured: every /v1 request will be refused")
     app = web.Application(middlewares=[_errors, _auth])
     app[SERVICE_KEY] = service
     app[TOKENS_KEY] = Tokens.of(tokens)
+    app[REPL_TOKENS_KEY] = frozenset(replication_tokens)
     app[METRICS_KEY] = metrics
     app[REFUSALS_KEY] = Refusals()
     for path, handler in _GETS.items():
         app.router.add_get(path, handler)
     for path, handler in _POSTS.items():
         app.router.add_post(path, handler)
+    if replication is not None:
+        replication(app)
+    app.on_response_prepare.append(_role_header)
     return app
 
 

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.ledger import AUDIT_COLUMNS, Change
+from scheduler.changes import AUDIT_COLUMNS, Change
 from scheduler.times import utc_iso
 
 # What an entry says was done (the API's state-changing calls).

@@ -17,7 +17,17 @@ from scheduler.agents import AgentPool
 from scheduler.dispatch import StaleHook, observe_lateness
 from scheduler.ledger import BatchWriter, Change, Ledger, utc_iso
 from scheduler.protocol import AgentClient, AgentError, AgentUnreachable, StaleEpoch
-from scheduler.runs import DISPATCHED, FINAL_STATES, LOST, OPEN_STATES, RUNNING, SCHEDULED, Run
+from scheduler.runs import (
+    DISPATCHED,
+    FINAL_STATES,
+    LOST,
+    OPEN_STATES,
+    RUNNING,
+    SCHEDULED,
+    Run,
+    output_base,
+    output_rel,
+)
 from scheduler.statedir import private_dir, write_private
 
 log = logging.getLogger("hasched.dispatch")
@@ -165,9 +175,10 @@ class Collector:
             if not fields["reason"] and run.state == RUNNING:
                 fields["reason"] = run.reason  # a correction's note (adopt.correction)
             if run.state not in FINAL_STATES or not run.output_path:
-                base = self.output_dir / record["job"] / f"{record['run_id']}.{key[1]}"
-                await self._save_output(client, key, base, record.get("output") or {})
-                fields["output_path"] = str(base)
+                rel = output_rel(record["job"], record["run_id"], key[1])
+                await self._save_output(client, key, self.output_dir / rel,
+                                        record.get("output") or {})
+                fields["output_path"] = rel
             if run.state not in FINAL_STATES:
                 if not run.started_at:
                     observe_lateness(self.metrics, run, record)
@@ -182,6 +193,25 @@ class Collector:
             log.warning("collecting %s attempt %s from %s: %s", key[0], key[1], agent, e)
         finally:
             self._finishing.discard(key)
+
+    async def recover_output(self, keys: list[tuple[str, int]]) -> int:
+        """Fetch from their agents the kept output of collected runs this node lacks (a
+        promoted standby whose follower had not mirrored them yet); how many were written.
+        An agent that does not answer costs its connect timeout, once per run."""
+        done = 0
+        for key in keys:
+            run = self.ledger.get_attempt(*key)
+            if run is None or not run.output_path or not run.agent:
+                continue
+            try:
+                client = self.pool.client(run.agent)
+                await self._save_output(client, key, output_base(self.output_dir,
+                                                                 run.output_path), {})
+                done += 1
+            except (KeyError, AgentUnreachable) as e:
+                log.warning("output of %s attempt %d not recovered from %s: %s", key[0],
+                            key[1], run.agent, e)
+        return done
 
     async def _save_output(self, client: AgentClient, key: tuple[str, int], base: Path,
                            sizes: dict[str, Any]) -> None:

@@ -41,6 +41,20 @@ class AgentRef:
 
 
 MAX_DISPATCH_LEAD = 60.0
+REPLICATION_MODES = ("sync", "async")
+
+
+@dataclass(frozen=True)
+class ReplicationConfig:
+    """[replication]: the other schedulers this one follows when standby (and serves when
+    active), with a token of its own for /v1/replication/*."""
+
+    mode: str = "sync"
+    peers: tuple[str, ...] = ()
+    token_file: Path | None = None
+    ca: Path | None = None
+    sync_timeout: float = 2.0  # seconds a sync write waits for the follower, then goes on alone
+    history: float = 90 * 86400.0  # run history kept on the active (pruning replicates)
 
 
 @dataclass(frozen=True)
@@ -58,6 +72,7 @@ class SchedulerConfig:
     dispatch_lead: float = 1.0  # seconds: planned fires go to agents this early (0: off)
     overload_after: float = 10.0  # seconds behind its fires from which /health says overloaded
     agents: dict[str, AgentRef] = field(default_factory=dict)
+    replication: ReplicationConfig | None = None  # None: no [replication] table (mode "off")
 
 
 @dataclass(frozen=True)
@@ -163,7 +178,7 @@ def load_scheduler_config(path: str | Path) -> SchedulerConfig:
     """Read scheduler.toml; every mistake raises ConfigError naming file, line and field."""
     path = Path(path)
     data, lines = read_toml(path, ConfigError)
-    _check_tables(path, lines, data, ("scheduler", "agents"))
+    _check_tables(path, lines, data, ("scheduler", "agents", "replication"))
     main = _Reader(path, lines, ("scheduler",), data.get("scheduler", {}))
     main.only(("listen", "state_dir", "run_dir", "jobs_dir", "api_tokens_file", "log_level",
                "tls", "calendars_file", "dispatch_lead", "overload_after"))
@@ -192,8 +207,11 @@ def load_scheduler_config(path: str | Path) -> SchedulerConfig:
         agents[name] = AgentRef(name=name, url=url.rstrip("/"),
                                 token_file=agent.path_of("token_file", required=True),
                                 labels=tuple(labels), ca=agent.path_of("ca"))
+    replication = (_replication(_Reader(path, lines, ("replication",), data["replication"]))
+                   if "replication" in data else None)
     return SchedulerConfig(
         path=path,
+        replication=replication,
         listen_host=host,
         listen_port=port,
         state_dir=main.path_of("state_dir", Path("/var/lib/hasched")),
@@ -207,6 +225,35 @@ def load_scheduler_config(path: str | Path) -> SchedulerConfig:
         overload_after=float(overload_after),
         agents=agents,
     )
+
+
+def _url(table: _Reader, key: tuple[str, ...], url: Any) -> str:
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        table.fail(key, f"must be an http:// or https:// URL, got {url!r}")
+    return str(url).rstrip("/")
+
+
+def _replication(table: _Reader) -> ReplicationConfig:
+    table.only(("mode", "peers", "token_file", "ca", "sync_timeout", "history"))
+    mode = table.string("mode", "sync")
+    if mode not in REPLICATION_MODES:
+        table.fail(("mode",), f"must be one of: {', '.join(REPLICATION_MODES)}, got {mode!r}")
+    peers = table.data.get("peers", [])
+    if not isinstance(peers, list):
+        table.fail(("peers",), "must be a list of URLs")
+    urls = tuple(_url(table, ("peers",), p) for p in peers)
+    token_file = table.path_of("token_file")
+    if urls and token_file is None:
+        table.fail((), "missing field 'token_file' (the replication token, needed with peers)")
+    timeout = table.convert("sync_timeout", parse_duration, 2.0)
+    if timeout <= 0:
+        table.fail(("sync_timeout",), "must be more than 0s")
+    history = table.convert("history", parse_duration, 90 * 86400.0)
+    if history < 3600:
+        table.fail(("history",), "must be at least 1h")
+    return ReplicationConfig(mode=mode, peers=urls, token_file=token_file, ca=table.path_of("ca"),
+                             sync_timeout=float(timeout), history=float(history))
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:

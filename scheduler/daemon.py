@@ -37,7 +37,10 @@ from scheduler.ledger import BatchWriter, Ledger, nominal_iso, parse_time
 from scheduler.orders import Orders
 from scheduler.progress import RunMover
 from scheduler.protocol import AgentClient
-from scheduler.runs import DISPATCHED, FINAL_STATES, RUNNING, SCHEDULED, Run
+from scheduler.replication.handover import Handover
+from scheduler.replication.node import Replication
+from scheduler.retention import HISTORY, HistoryPruner
+from scheduler.runs import DISPATCHED, FINAL_STATES, RUNNING, SCHEDULED, Run, output_base
 from scheduler.service import NotActive, NotFound
 from scheduler.term import Superseded, Term
 from scheduler.times import utc_now
@@ -68,10 +71,21 @@ class Scheduler:
         self.api_tokens = (read_api_tokens(config.api_tokens_file) if config.api_tokens_file
                            else Tokens([]))
         self.ledger = Ledger(Path(config.state_dir) / "ledger.sqlite")
-        self.writer = BatchWriter(self.ledger)
+        self.output_dir = Path(config.state_dir) / "output"
+        self.replication = Replication(getattr(config, "replication", None), self.ledger,
+                                       self.output_dir, lambda: self.term.public_role,
+                                       lambda body: self.handover.receive(body))
+        self.writer = BatchWriter(self.ledger, self.replication.waiter)
+        self.handover = Handover(self.ledger, self.writer)
+        repl = getattr(config, "replication", None)
+        self.pruner = HistoryPruner(self.ledger, self.writer, self.output_dir,
+                                    repl.history if repl is not None else HISTORY)
         self.jobset = JobSet(config)
         self.jobset.load(strict=True)
-        self.jobset.note_definitions(self.ledger, {})
+        if not self.replication.following:
+            # A following standby's job_state rows are the active's: it writes its own only
+            # once active (_start_work), or they would go into its log.
+            self.jobset.note_definitions(self.ledger, {})
         self.control = ControlServer(self, Path(config.run_dir))
         self._tasks: list[asyncio.Task[None]] = []  # the loops of an active term
         self._spawned: set[asyncio.Task[None]] = set()  # its other tasks
@@ -84,12 +98,13 @@ class Scheduler:
         self.adopter = Adopter(self.writer, self.pool)
         self.term = Term(self.ledger, self.pool, self.adopter, self._start_work,
                          self._stop_work, metrics)
+        self.term.replica = self.replication
         self.dispatcher = Dispatcher(self.writer, self.pool, self.ledger.epoch,
                                      self.term.superseded, metrics)
         self.mover = RunMover(self.ledger, self.writer, lambda: self.jobset.jobs, self.term,
                               self.dispatcher, self._spawn, metrics)
-        self.collector = Collector(self.ledger, self.writer, self.pool,
-                                   Path(config.state_dir) / "output", self.ledger.epoch,
+        self.collector = Collector(self.ledger, self.writer, self.pool, self.output_dir,
+                                   self.ledger.epoch,
                                    self.term.tell, self.term.superseded, self.mover.on_final,
                                    metrics)
         self.fires = FirePlanner(self.ledger, self.writer, lambda: self.jobset.jobs, self.term,
@@ -101,6 +116,11 @@ class Scheduler:
     @property
     def jobs(self) -> dict[str, Any]:
         return self.jobset.jobs
+
+    @property
+    def public_role(self) -> str:
+        """What the API's X-Hasched-Role header says."""
+        return self.term.public_role
 
     @property
     def role(self) -> str:
@@ -115,6 +135,7 @@ class Scheduler:
             self.metrics.set_role("standby")
             if hasattr(self.metrics, "set_agents_total"):
                 self.metrics.set_agents_total(len(self.clients))
+        self.replication.start()
         await self.control.start()
         await self._start_api()
         self._spawn(self.jobset.warm())
@@ -124,8 +145,11 @@ class Scheduler:
                 await self.term.activate()
             except Superseded as e:
                 log.error("cannot become active: %s; running as standby", e)
+        if not self.term.active:
+            self.replication.on_standby()
 
     async def stop(self) -> None:
+        await self.replication.stop()
         await self.term.demote("stopping")
         if self._probe_task:
             self._probe_task.cancel()
@@ -149,7 +173,8 @@ class Scheduler:
         except (OSError, ssl.SSLError, ValueError) as e:
             raise ConfigError(cfg.path, None, "scheduler.tls",
                               f"cannot load the certificate or key: {_why(e)}") from None
-        app = make_app(self, self.api_tokens, self.metrics)
+        app = make_app(self, self.api_tokens, self.metrics, self.replication.routes,
+                       self.replication.tokens)
         self._api_runner = web.AppRunner(app, access_log=None, logger=http_logger())
         await self._api_runner.setup()
         site = web.TCPSite(self._api_runner, cfg.listen_host, cfg.listen_port,
@@ -169,9 +194,19 @@ class Scheduler:
 
     # -- the work of an active term (the term's hooks) -----------------------------------------
     async def _start_work(self, latest: dict[str, str], began_at: datetime) -> None:
+        if self.replication.following:  # what the replica did not record of the jobs in force
+            self.jobset.note_definitions(self.ledger, {})
         await self.fires.catch_up(latest, began_at)
+        if self.replication.unmirrored:  # collected on the old active, not mirrored here yet
+            keys, self.replication.unmirrored = self.replication.unmirrored, []
+            self._spawn(self._recover_output(keys))
         self._tasks = [asyncio.create_task(self.fires.plan_loop()),
-                       asyncio.create_task(self._collect_loop())]
+                       asyncio.create_task(self._collect_loop()),
+                       asyncio.create_task(self.pruner.loop(lambda: self.term.active))]
+
+    async def _recover_output(self, keys: list[tuple[str, int]]) -> None:
+        log.info("output of %d run(s) recovered from their agents", await
+                 self.collector.recover_output(keys))
 
     async def _stop_work(self) -> None:
         tasks = self._tasks + list(self._spawned) + self.collector.in_flight()
@@ -226,7 +261,8 @@ class Scheduler:
         errors = self.jobset.load()
         if not errors:
             self._spawn(self.jobset.warm())
-            self.jobset.note_definitions(self.ledger, before)
+            if self.term.active or not self.replication.following:
+                self.jobset.note_definitions(self.ledger, before)
             self.fires.replace_jobs(self.jobs)
         return {"jobs": len(self.jobs), "errors": errors, "changed": not errors}
 
@@ -249,7 +285,10 @@ class Scheduler:
                 "epoch": self.ledger.epoch() if state == "ok" else None,
                 "version": __version__, "state_store": state, "jobs": len(self.jobs),
                 "behind_seconds": round(behind, 3),
-                "overloaded": backlog.overloaded(behind, self.overload_after)}
+                "overloaded": backlog.overloaded(behind, self.overload_after),
+                "replication": self.replication.view(),
+                # A following standby's jobs and runs are the active's, as far as replicated.
+                "replica": not self.term.active and self.replication.following}
 
     def behind_seconds(self) -> float:
         """How far behind its fires this scheduler is (scheduler/backlog.py); 0 on a standby."""
@@ -263,7 +302,8 @@ class Scheduler:
         reach = self.pool.reachable_count()
         return {"role": self.term.public_role, "epoch": self.ledger.epoch(), "pid": os.getpid(),
                 "version": __version__, "jobs": len(self.jobs), "agents": len(self.clients),
-                "agents_reachable": reach, "definitions": self.jobset.definitions()}
+                "agents_reachable": reach, "definitions": self.jobset.definitions(),
+                "replication": self.replication.view()}
 
     def check(self) -> dict[str, Any]:
         return {"state_store": self.ledger.check(), "jobs": len(self.jobs),
@@ -335,7 +375,8 @@ class Scheduler:
 
     def _refuse_on_standby(self) -> None:
         if not self.term.active:
-            raise NotActive("this scheduler is standby")
+            raise NotActive(f"this scheduler is standby; the active is "
+                            f"{self.replication.active_url()}")
 
     async def run_now(self, name: str, by: Actor | None = None) -> dict[str, Any]:
         return self._run_view(await self.orders.run_now(name, by or NOBODY))
@@ -376,7 +417,8 @@ class Scheduler:
         if row is None:
             raise NotFound("no such run")
         if row.output_path:
-            path = Path(f"{row.output_path}.{stream}")
+            base = output_base(self.output_dir, row.output_path)
+            path = base.with_name(f"{base.name}.{stream}")
             if path.exists():
                 return await asyncio.to_thread(path.read_text, errors="replace")
             if row.state in FINAL_STATES:

@@ -121,6 +121,11 @@ class FirePlanner:
             job = jobs.get(r.job)
             if job is None:
                 continue  # the run mover cancels it
+            if r.planned and r.job in paused:
+                # Recorded before the pause (a replica's, say) and never sent: the pause
+                # holds from here on.
+                drops.append(self.mover.close(r.key, CANCELLED, "job paused"))
+                continue
             due = parse_time(r.nominal if r.attempt == 1 else r.scheduled_at)
             why = planning.stale_run_verdict(job, due, now, r.planned, newest.get(job.name))
             if why:

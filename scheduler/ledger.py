@@ -11,17 +11,26 @@ import asyncio
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from scheduler.runs import FINAL_STATES, OPEN_STATES, RUN_FIELDS, STATES, Run
+from scheduler import changelog
+from scheduler.changelog import Entry, Position, RawEntry, Terms
+from scheduler.changes import Change, apply_change
+from scheduler.runs import FINAL_STATES, OPEN_STATES, STATES, Run
 from scheduler.statedir import FILE_MODE, make_private, private_dir
-from scheduler.times import nominal_iso, parse_time, utc_iso  # also for the ledger's users
+from scheduler.times import nominal_iso, parse_time, utc_iso, utc_now  # also for the ledger's users
 
-__all__ = ["FINAL_STATES", "OPEN_STATES", "STATES", "BatchWriter", "Change", "Ledger",
-           "LedgerError", "Run", "nominal_iso", "parse_time", "utc_iso"]
+__all__ = ["FINAL_STATES", "OPEN_STATES", "STATES", "BatchWriter", "Change", "Entry", "Ledger",
+           "LedgerError", "Position", "Run", "nominal_iso", "parse_time", "utc_iso"]
+
+# The change log keeps the last hour AND at most this many entries (a follower further behind
+# resyncs from a snapshot); trimmed every TRIM_EVERY commits, inside one of them.
+LOG_KEEP_SECONDS = 3600.0
+LOG_KEEP_ENTRIES = 1_000_000
+TRIM_EVERY = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -46,51 +55,22 @@ CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 CREATE INDEX IF NOT EXISTS audit_job_at ON audit (job, at);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', 0);
 """
-AUDIT_COLUMNS = ("id", "at", "actor", "role", "source", "action", "job", "run_id", "detail")
 
 
 class LedgerError(RuntimeError):
     """The ledger file cannot be opened or written."""
 
 
-@dataclass(frozen=True)
-class Change:
-    """One state change, self-contained: it carries every value it sets, so that the same change
-    applied to another copy of the ledger (a standby following the active) gives the same row.
-    Nothing in `apply` reads the clock or picks a value.
-
-    op: "create"  insert a run if (run_id, attempt) is absent (a known identity is never re-created)
-        "update"  set `fields` on a run, only while its state is in `when` (if given)
-        "adopt"   insert or update a run learnt from an agent; a final state is never reopened
-        "job"     set paused / last_planned / first_seen / trigger of a job ("" forgets the
-                  last two)
-        "epoch"   raise the epoch to fields["epoch"] (never lowers it)
-        "audit"   add an entry to the audit trail (scheduler.audit makes them; its id is in
-                  fields, so the same entry is never added twice)
-
-    A "create" or "adopt" without `scheduled_at` gets the time the change was made, here: the
-    moment the writer decided it, not the moment (or the node) it is applied.
-    """
-
-    op: str
-    run_id: str = ""
-    attempt: int = 0
-    job: str = ""
-    fields: Mapping[str, Any] = field(default_factory=dict)
-    when: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.op in ("create", "adopt") and "scheduled_at" not in self.fields:
-            object.__setattr__(self, "fields", {**self.fields, "scheduled_at": utc_iso()})
-
-
 Listener = Callable[[list[Change]], None]
+CommitListener = Callable[[int], None]  # the seq of the entry just committed
 
 
 class Ledger:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._listeners: list[Listener] = []
+        self._commit_listeners: list[CommitListener] = []
+        self._commits = 0
         self._wlock = threading.Lock()
         self._rlock = threading.Lock()
         # Private from its creation on: SQLite gives the -wal and -shm files the mode of the
@@ -105,6 +85,8 @@ class Ledger:
             self._w = self._connect()
             self._w.executescript(_SCHEMA)
             self._upgrade()
+            changelog.init(self._w)
+            self._head = changelog.head(self._w)
             self._r = self._connect()
         except sqlite3.Error as e:
             raise LedgerError(f"{self.path}: cannot open the ledger: {e}") from e
@@ -142,6 +124,15 @@ class Ledger:
     def on_change(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
+    def on_commit(self, listener: CommitListener) -> None:
+        """`listener(seq)` after each commit that wrote a log entry (in the writer's thread)."""
+        self._commit_listeners.append(listener)
+
+    @property
+    def head(self) -> int:
+        """The seq of the last log entry written (0: none yet)."""
+        return self._head
+
     # -- the one write path ----------------------------------------------------
     def apply(self, changes: Iterable[Change]) -> list[bool]:
         """Apply changes in one transaction; returns, per change, whether it changed anything."""
@@ -152,7 +143,11 @@ class Ledger:
             c = self._w
             try:
                 c.execute("BEGIN IMMEDIATE")
-                done = [self._apply_one(c, ch) for ch in changes]
+                done = [apply_change(c, ch) for ch in changes]
+                targets = [ch.target() for ch, ok in zip(changes, done, strict=True) if ok]
+                seq = changelog.record(c, targets, utc_iso()) if targets else None
+                if seq is not None:
+                    self._maybe_trim(c)
                 c.execute("COMMIT")
             except BaseException as e:
                 # Whatever went wrong (an int SQLite cannot hold raised OverflowError, which
@@ -167,64 +162,102 @@ class Ledger:
         if effective:
             for listener in self._listeners:
                 listener(effective)
+        if seq is not None:
+            self._committed(seq)
         return done
 
-    @staticmethod
-    def _apply_one(c: sqlite3.Connection, ch: Change) -> bool:
-        f = dict(ch.fields)
-        if ch.op == "create":
-            row = {"run_id": ch.run_id, "attempt": ch.attempt, "job": ch.job, **f}
-            row.setdefault("state", "scheduled")
-            _check_fields(row)
-            row["manual"] = int(bool(row.get("manual", 0)))
-            cols = ", ".join(row)
-            marks = ", ".join("?" * len(row))
-            cur = c.execute(f"INSERT OR IGNORE INTO runs ({cols}) VALUES ({marks})",
-                            tuple(row.values()))
-            return cur.rowcount > 0
-        if ch.op == "update":
-            _check_fields(f)
-            sets = ", ".join(f"{k} = ?" for k in f)
-            sql = f"UPDATE runs SET {sets} WHERE run_id = ? AND attempt = ?"
-            args: list[Any] = [*f.values(), ch.run_id, ch.attempt]
-            if ch.when:
-                sql += f" AND state IN ({', '.join('?' * len(ch.when))})"
-                args += ch.when
-            return c.execute(sql, args).rowcount > 0
-        if ch.op == "adopt":
-            _check_fields(f)
-            row = {"run_id": ch.run_id, "attempt": ch.attempt, "job": ch.job, **f}
-            cols = ", ".join(row)
-            marks = ", ".join("?" * len(row))
-            # scheduled_at is when the ledger first knew the run: an adoption never moves it.
-            sets = ", ".join(f"{k} = excluded.{k}" for k in f if k != "scheduled_at")
-            final = ", ".join(f"'{s}'" for s in FINAL_STATES)
-            cur = c.execute(
-                f"INSERT INTO runs ({cols}) VALUES ({marks}) ON CONFLICT (run_id, attempt) "
-                f"DO UPDATE SET {sets} WHERE runs.state NOT IN ({final})", tuple(row.values()))
-            return cur.rowcount > 0
-        if ch.op == "job":
-            paused = f.get("paused")
-            last = f.get("last_planned")
-            c.execute("INSERT OR IGNORE INTO job_state (job) VALUES (?)", (ch.job,))
-            if paused is not None:
-                c.execute("UPDATE job_state SET paused = ? WHERE job = ?", (int(paused), ch.job))
-            if last is not None:
-                c.execute("UPDATE job_state SET last_planned = ? WHERE job = ?", (last, ch.job))
-            if "first_seen" in f:
-                c.execute("UPDATE job_state SET first_seen = ? WHERE job = ?",
-                          (f["first_seen"] or None, ch.job))
-            if "trigger" in f:
-                c.execute("UPDATE job_state SET trigger = ? WHERE job = ?",
-                          (f["trigger"] or None, ch.job))
-            return True
-        if ch.op == "epoch":
-            cur = c.execute("UPDATE meta SET value = ? WHERE key = 'epoch' AND value < ?",
-                            (int(f["epoch"]), int(f["epoch"])))
-            return cur.rowcount > 0
-        if ch.op == "audit":
-            return _add_audit(c, ch)
-        raise ValueError(f"unknown ledger change {ch.op!r}")
+    def _committed(self, seq: int) -> None:
+        self._head = seq
+        for commit_listener in self._commit_listeners:
+            commit_listener(seq)
+
+    def _maybe_trim(self, c: sqlite3.Connection) -> None:
+        self._commits += 1
+        if self._commits % TRIM_EVERY == 0:
+            cutoff = utc_iso(utc_now() - timedelta(seconds=LOG_KEEP_SECONDS))
+            changelog.trim(c, cutoff, LOG_KEEP_ENTRIES)
+
+    # -- the change log: a follower's side and the source's reads --------------------------
+    def append(self, entries: list[Entry]) -> int:
+        """Apply a source's entries in one transaction; the new head (see append_raw)."""
+        return self.append_raw([RawEntry.of(e) for e in entries])[0]
+
+    def append_raw(self, entries: list[RawEntry], deleted: changelog.Deleted | None = None,
+                   ) -> tuple[int, list[list[dict[str, Any]]]]:
+        """Apply a source's entries in one transaction (row images, the entries with their
+        seq); the new head and each entry's images. No change listener hears of them: they are
+        not this node's decisions."""
+        if not entries:
+            return self._head, []
+        with self._wlock:
+            c = self._w
+            try:
+                c.execute("BEGIN IMMEDIATE")
+                last, decoded = changelog.append(c, entries, deleted)
+                self._maybe_trim(c)
+                c.execute("COMMIT")
+            except BaseException as e:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                if isinstance(e, sqlite3.Error):
+                    raise LedgerError(f"{self.path}: write failed: {e}") from e
+                raise
+        self._committed(last)
+        return last, decoded
+
+    def entries(self, after: int, limit: int) -> list[Entry]:
+        return [e.decoded() for e in self.raw_entries(after, limit)]
+
+    def raw_entries(self, after: int, limit: int) -> list[RawEntry]:
+        with self._rlock:
+            return changelog.read(self._r, after, limit)
+
+    def position(self) -> Position:
+        with self._rlock:
+            return changelog.position(self._r)
+
+    def terms(self) -> Terms:
+        with self._rlock:
+            return changelog.terms(self._r)
+
+    def trim_point(self) -> int:
+        with self._rlock:
+            return changelog.trim_point(self._r)
+
+    def trim(self, before_at: str, keep: int) -> int:
+        with self._wlock:
+            self._w.execute("BEGIN IMMEDIATE")
+            try:
+                n = changelog.trim(self._w, before_at, keep)
+                self._w.execute("COMMIT")
+            except BaseException:
+                self._w.execute("ROLLBACK")
+                raise
+            return n
+
+    def snapshot(self, dest: str | Path) -> Position:
+        """A consistent copy of the whole ledger in `dest` (SQLite's backup API), 0600, and
+        the position it holds."""
+        dest = Path(dest)
+        os.close(os.open(dest, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE))
+        out = sqlite3.connect(dest)
+        try:
+            with self._rlock:
+                self._r.backup(out)
+            return changelog.position(out)
+        finally:
+            out.close()
+
+    def restore(self, source: str | Path) -> Position:
+        """Replace this ledger's content by a snapshot's (its lineage too); its position."""
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        try:
+            with self._wlock, self._rlock:
+                src.backup(self._w)
+                self._head = changelog.head(self._w)
+        finally:
+            src.close()
+        return self.position()
 
     # -- convenience writers (all go through apply) ---------------------------
     def raise_epoch(self, epoch: int) -> int:
@@ -288,6 +321,12 @@ class Ledger:
         sql += " ORDER BY nominal DESC, attempt DESC LIMIT ?"
         return self._runs(sql, [*args, max(0, int(limit))])
 
+    def final_before(self, nominal: str, limit: int) -> list[Run]:
+        """Finished runs with a nominal time before `nominal`, oldest first (retention)."""
+        final = ", ".join(f"'{s}'" for s in FINAL_STATES)
+        return self._runs(f"SELECT * FROM runs WHERE nominal < ? AND state IN ({final}) "
+                          "ORDER BY nominal LIMIT ?", (nominal, limit))
+
     def open_runs(self, job: str | None = None) -> list[Run]:
         """Runs not finished yet (scheduled, dispatched, running), oldest first."""
         sql = "SELECT * FROM runs WHERE state IN ('scheduled', 'dispatched', 'running')"
@@ -338,31 +377,25 @@ class Ledger:
         return {r["state"]: r["n"] for r in rows}
 
 
-def _add_audit(c: sqlite3.Connection, ch: Change) -> bool:
-    row = {**ch.fields, "job": ch.job or None, "run_id": ch.run_id or None}
-    bad = sorted(set(row) - set(AUDIT_COLUMNS))
-    if bad:
-        raise ValueError(f"unknown audit field(s): {', '.join(bad)}")
-    cols, marks = ", ".join(row), ", ".join("?" * len(row))
-    cur = c.execute(f"INSERT OR IGNORE INTO audit ({cols}) VALUES ({marks})", tuple(row.values()))
-    return cur.rowcount > 0
+class Waiter(Protocol):
+    """Sync replication (scheduler/replication/waiter.py): a commit's answer waits for it."""
 
+    def must_wait(self, seq: int) -> bool: ...
 
-def _check_fields(f: Mapping[str, Any]) -> None:
-    bad = [k for k in f if k not in RUN_FIELDS]
-    if bad:
-        raise ValueError(f"unknown run field(s): {', '.join(bad)}")
-    if "state" in f and f["state"] not in STATES:
-        raise ValueError(f"unknown run state {f['state']!r}")
+    async def wait(self, seq: int) -> bool: ...
 
 
 class BatchWriter:
     """Coalesces the writes that coroutines ask for within one event-loop turn into one
-    transaction: with synchronous=FULL the fsync is paid per batch, not per run."""
+    transaction: with synchronous=FULL the fsync is paid per batch, not per run. With a sync
+    `waiter`, a batch is answered once the follower holds it (one round trip per batch; the
+    next batches commit meanwhile)."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, waiter: Waiter | None = None) -> None:
         self.ledger = ledger
+        self.waiter = waiter
         self._pending: list[tuple[list[Change], asyncio.Future[list[bool]]]] = []
+        self._waits: set[asyncio.Task[None]] = set()
 
     async def write(self, changes: Iterable[Change]) -> list[bool]:
         loop = asyncio.get_running_loop()
@@ -381,6 +414,23 @@ class BatchWriter:
                 if not fut.done():
                     fut.set_exception(e)
             return
+        seq = self.ledger.head
+        if self.waiter is not None and any(done) and self.waiter.must_wait(seq):
+            task = asyncio.get_running_loop().create_task(self._answer_synced(batch, done, seq))
+            self._waits.add(task)
+            task.add_done_callback(self._waits.discard)
+            return
+        self._answer(batch, done)
+
+    async def _answer_synced(self, batch: list[tuple[list[Change], asyncio.Future[list[bool]]]],
+                             done: list[bool], seq: int) -> None:
+        assert self.waiter is not None
+        await self.waiter.wait(seq)
+        self._answer(batch, done)
+
+    @staticmethod
+    def _answer(batch: list[tuple[list[Change], asyncio.Future[list[bool]]]],
+                done: list[bool]) -> None:
         i = 0
         for changes, fut in batch:
             if not fut.done():

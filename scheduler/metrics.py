@@ -13,6 +13,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 OUTCOMES = ("succeeded", "failed", "timed-out", "cancelled", "lost")
 ROLES = ("active", "standby")
+REPLICATION_STATES = ("primary", "alone", "in-sync", "lagging", "never")
 
 # From a few milliseconds (a healthy loop) to several minutes (a failover or a stalled loop).
 LATENESS_BUCKETS = (
@@ -55,6 +56,19 @@ class Metrics:
         self._epoch = Gauge(
             "hasched_epoch", "The scheduler's current epoch.", registry=self.registry
         )
+        self._repl_seq = Gauge(
+            "hasched_replication_seq", "The seq of this node's last change log entry.",
+            registry=self.registry)
+        self._repl_lag = Gauge(
+            "hasched_replication_lag_seconds", "Standby: how old the newest change it has "
+            "applied is while the source has more (0: in step).", registry=self.registry)
+        self._repl_behind = Gauge(
+            "hasched_replication_behind", "Standby: entries the source has, not applied yet.",
+            registry=self.registry)
+        self._repl_state = Gauge(
+            "hasched_replication_state", "1 for this node's replication state (primary, alone "
+            "= active without its follower, in-sync, lagging, never), 0 for the others.",
+            ["state"], registry=self.registry)
         # Show every series from the start: a rate() over a series that appears late is wrong.
         for outcome in OUTCOMES:
             self._runs.labels(outcome=outcome)
@@ -83,6 +97,13 @@ class Metrics:
 
     def set_behind(self, seconds: float) -> None:
         self._behind.set(max(0.0, float(seconds)))
+
+    def set_replication(self, seq: int, state: str, lag: float | None, behind: int) -> None:
+        self._repl_seq.set(seq)
+        self._repl_lag.set(max(0.0, float(lag or 0.0)))
+        self._repl_behind.set(max(0, behind))
+        for s in REPLICATION_STATES:
+            self._repl_state.labels(state=s).set(1 if s == state else 0)
 
     def set_epoch(self, n: int) -> None:
         self._epoch.set(n)

@@ -63,6 +63,7 @@ class Orders:
 
     async def set_paused(self, name: str, paused: bool, by: Actor) -> None:
         self._job(name)
+        self.refuse_on_standby()  # a standby's pause would lie dormant until it is promoted
         was = bool(self.ledger.job_state(name).get("paused"))
         action = "pause" if paused else "resume"
         await self.writer.write([

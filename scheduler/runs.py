@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 from scheduler.protocol import (
@@ -78,3 +79,16 @@ class Run:
 
 
 RUN_FIELDS = tuple(f.name for f in fields(Run))
+
+
+def output_rel(job: str, run_id: str, attempt: int) -> str:
+    """Where the collector keeps a run's output, relative to the node's output directory:
+    stored so in the ledger, it means the same on two nodes with different state dirs."""
+    return f"{job}/{run_id}.{attempt}"
+
+
+def output_base(output_dir: Path, output_path: str) -> Path:
+    """The files' base path (BASE.stdout, BASE.stderr) of a run's `output_path` on this node;
+    an absolute one (ledgers from before it was relative) is taken as it is."""
+    path = Path(output_path)
+    return path if path.is_absolute() else Path(output_dir) / path

@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from scheduler.adopt import Adopter
 from scheduler.agents import AgentPool
@@ -38,6 +38,16 @@ DEMOTING = "demoting"  # superseded: no new work from now on, the demotion under
 
 Begin = Callable[[dict[str, str], datetime], Awaitable[None]]
 End = Callable[[], Awaitable[None]]
+
+
+class ReplicaHooks(Protocol):
+    """Replication's part in a term (scheduler/replication/node.py)."""
+
+    async def before_active(self) -> None:
+        """Before acting as active: drain the stream from the source, stop following."""
+
+    def on_standby(self) -> None:
+        """Standby now: follow the active."""
 
 
 class Superseded(RuntimeError):
@@ -93,6 +103,7 @@ class Term:
         self._reconciling: set[str] = set()
         self._lock = asyncio.Lock()
         self._demotions: set[asyncio.Task[str]] = set()
+        self.replica: ReplicaHooks | None = None  # set by the daemon when it replicates
 
     # -- what the term is ----------------------------------------------------------------
     @property
@@ -119,6 +130,11 @@ class Term:
         if self.metrics is not None:
             self.metrics.set_role(role)
 
+    def _follow(self) -> None:
+        """Standby (again): replication follows the active."""
+        if self.replica is not None:
+            self.replica.on_standby()
+
     @staticmethod
     def _decided(sentence: str, level: int = logging.INFO) -> str:
         log.log(level, "term: %s", sentence)
@@ -129,15 +145,19 @@ class Term:
         """Raise the epoch (durable before we act under it), then become active."""
         log.info("term: promotion to epoch %d asked (at %d)", epoch, self.epoch)
         phases = _Phases()
+        if self.replica is not None and not self.active:
+            await self.replica.before_active()  # the epoch is raised after the drain
+            phases.mark("drained")
         new = self.ledger.raise_epoch(epoch)  # an fsync: slow on a busy disk
         phases.mark("epoch written")
         if self.metrics is not None:
             self.metrics.set_epoch(new)
-        return await self.activate(phases)
+        return await self.activate(phases, drained=True)
 
-    async def activate(self, phases: _Phases | None = None) -> str:
+    async def activate(self, phases: _Phases | None = None, drained: bool = False) -> str:
         """Become active: refuse when agents have seen a higher epoch (Superseded); tell the
-        answering agents our epoch, adopt what they ran, then start the work."""
+        answering agents our epoch, adopt what they ran, then start the work. `drained`: the
+        replica's stream was drained already (by promote)."""
         async with self._lock:
             snap = self.snapshot()
             if snap.role == ACTIVE:
@@ -145,11 +165,16 @@ class Term:
             # How long each step took, in the sentence: the failover's phases, from the log.
             phases = phases or _Phases()
             phases.mark("waited")  # for a cycle under way (a demotion)
+            if self.replica is not None and not drained:
+                await self.replica.before_active()
+                snap = self.snapshot()  # the drain may have raised the epoch
+                phases.mark("drained")
             seen = await self.pool.probe()
             phases.mark("probe")
             if seen > snap.epoch:
                 self._decided(f"SUPERSEDED: agents have seen epoch {seen} > ours {snap.epoch}; "
                               "staying standby", logging.ERROR)
+                self._follow()
                 raise Superseded(f"agents have seen epoch {seen} > {snap.epoch}: "
                                  "another scheduler is active")
             # Before anything is adopted or sent: an agent that holds our epoch refuses our
@@ -163,6 +188,7 @@ class Term:
                 agent, e = refused[0]
                 self._decided(f"SUPERSEDED: agent {agent} refused our epoch {snap.epoch} ({e}); "
                               "staying standby", logging.ERROR)
+                self._follow()
                 raise Superseded(f"agent {agent} has seen epoch {e.agent_epoch} > "
                                  f"{snap.epoch}: another scheduler is active")
             self._set_role(ACTIVE)
@@ -183,6 +209,7 @@ class Term:
             snap = self.snapshot()
             await self.on_standby()
             self._set_role(STANDBY)
+            self._follow()
             was = "" if snap.role == STANDBY else f" ({why}; was {snap.role})"
             return self._decided(f"standby at epoch {snap.epoch}{was}")
 

@@ -40,10 +40,11 @@ API_TOKEN = "integration-api-token-0123456789"  # a bare line of the tokens file
 # Named tokens with roles, in every scheduler's tokens file too (scheduler/auth.py).
 VIEWER, VIEWER_TOKEN = "vera-viewer", "integration-viewer-token-0123456789"
 OPERATOR, OPERATOR_TOKEN = "otto-operator", "integration-operator-token-0123456789"
+REPL_TOKEN = "integration-replication-token-0123456789"
 DEADLINE = 60.0
 
-__all__ = ["API_TOKEN", "DEADLINE", "OPERATOR", "OPERATOR_TOKEN", "REPO", "TOKEN", "VIEWER",
-           "VIEWER_TOKEN", "Agent", "Cli", "Lab", "Proc", "Scheduler",
+__all__ = ["API_TOKEN", "DEADLINE", "OPERATOR", "OPERATOR_TOKEN", "REPL_TOKEN", "REPO", "TOKEN",
+           "VIEWER", "VIEWER_TOKEN", "Agent", "Cli", "Lab", "Proc", "Scheduler",
            "agent_command", "dump", "duplicates", "free_port", "hasched", "job_toml",
            "nominal_gaps", "order", "raw", "remove_cgroups", "run_async", "wait_file",
            "wait_final", "wait_for", "wait_for_async"]
@@ -307,12 +308,17 @@ def remove_cgroups(name: str, state_dir: Path) -> None:
 
 
 class Scheduler:
-    def __init__(self, root: Path, name: str, agents: list[Agent], jobs_dir: Path,
-                 run_dir: Path | None = None) -> None:
+    """One scheduler daemon. `peers`: the other schedulers' URLs, for a [replication] table
+    (with `replication`: more of its settings as TOML values, e.g. mode='"async"')."""
+
+    def __init__(self, root: Path, name: str, agents: list[Agent], jobs_dir: Path,  # noqa: PLR0913 - the lab's settings of one daemon
+                 run_dir: Path | None = None, port: int | None = None,
+                 peers: list[str] | None = None, **replication: str) -> None:
         self.name = name
         self.dir = root / f"sched-{name}"
         self.dir.mkdir(parents=True)
-        self.port = free_port()
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
         self.run_dir = run_dir or self.dir / "run"
         self.socket = self.run_dir / "control.sock"
         self.pidfile = self.dir / "scheduler.pid"
@@ -327,6 +333,12 @@ class Scheduler:
         for a in agents:
             lines += [f"[agents.{a.name}]", f'url = "{a.url}"',
                       f'token_file = "{a.token_file}"', 'labels = ["workers"]', ""]
+        if peers is not None:
+            (self.dir / "replication-token").write_text(REPL_TOKEN + "\n")
+            (self.dir / "replication-token").chmod(0o600)
+            lines += ["[replication]", f"peers = {json.dumps(peers)}",
+                      f'token_file = "{self.dir / "replication-token"}"']
+            lines += [f"{k} = {v}" for k, v in replication.items()] + [""]
         self.config = self.dir / "scheduler.toml"
         self.config.write_text("\n".join(lines))
         self.proc: Proc | None = None
@@ -351,6 +363,37 @@ class Scheduler:
         token_file.write_text(token + "\n")
         token_file.chmod(0o600)
         return Cli(f"http://127.0.0.1:{self.port}", token_file, home)
+
+    def api(self, method: str, path: str, token: str = API_TOKEN) -> tuple[int, Any]:
+        """One REST call: (status, JSON or text body)."""
+        req = urllib.request.Request(self.url + path, method=method,
+                                     data=b"" if method == "POST" else None)
+        req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=DEADLINE) as resp:
+                body = resp.read()
+                status = resp.status
+        except urllib.error.HTTPError as e:
+            body, status = e.read(), e.code
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            return status, body.decode(errors="replace")
+
+    def output_file(self, row: dict[str, Any], stream: str) -> Path:
+        """Where this scheduler keeps a collected run's stream (output_path is relative to its
+        state_dir/output)."""
+        return self.dir / "state" / "output" / f"{row['output_path']}.{stream}"
+
+    def replication(self) -> dict[str, Any]:
+        return self.status()["replication"]
+
+    def paused(self) -> set[str]:
+        conn = sqlite3.connect(f"file:{self.ledger_path}?mode=ro", uri=True, timeout=30)
+        try:
+            return {r[0] for r in conn.execute("SELECT job FROM job_state WHERE paused != 0")}
+        finally:
+            conn.close()
 
     def status(self) -> dict[str, Any]:
         return self.ctl({"op": "status"})
@@ -417,6 +460,19 @@ class Lab:
         s = Scheduler(self.root, name, self.agents, self.jobs_dir, run_dir)
         self.schedulers.append(s)
         return s.start(role)
+
+    def pair(self, **replication: str) -> tuple[Scheduler, Scheduler]:
+        """Two schedulers that replicate each other ([replication] peers = the other), both
+        started standby: promote one (`ctl promote`) and the other follows it."""
+        ports = free_port(), free_port()
+        urls = [f"http://127.0.0.1:{p}" for p in ports]
+        pair = tuple(Scheduler(self.root, name, self.agents, self.jobs_dir, port=port,
+                               peers=[urls[1 - i]], **replication)
+                     for i, (name, port) in enumerate(zip("ab", ports, strict=True)))
+        self.schedulers += pair
+        for s in pair:
+            s.start("standby")
+        return pair[0], pair[1]
 
     def job(self, name: str, body: str) -> None:
         (self.jobs_dir / f"{name}.toml").write_text(body)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 from harness import API_TOKEN, Lab, dump, job_toml, wait_for
@@ -40,7 +39,7 @@ def test_interval_job_runs_on_its_agent_and_ledger_agrees_with_agent(lab: Lab) -
         assert r["exit_code"] == rec["exit_code"] == 0
         assert r["agent"] == "a1"
         assert r["run_id"] == f"tick@{r['nominal']}"
-        assert Path(r["output_path"] + ".stdout").read_text() == "hello-from-tick\n"
+        assert s.output_file(r, "stdout").read_text() == "hello-from-tick\n"
     assert [x for x in a2.runs() if x["job"] == "tick"] == []
 
 
@@ -53,8 +52,8 @@ def test_a_silent_stream_is_not_fetched_nor_written_and_reads_as_empty(lab: Lab)
     row = wait_for("the manual run collected", lambda: next(
         (r for r in s.ledger_rows("quiet") if r["state"] == "succeeded" and r["output_path"]),
         None))
-    assert not Path(row["output_path"] + ".stdout").exists(), dump(row)
-    assert Path(row["output_path"] + ".stderr").read_text() == "only-err\n"
+    assert not s.output_file(row, "stdout").exists(), dump(row)
+    assert s.output_file(row, "stderr").read_text() == "only-err\n"
 
     def output(stream: str) -> str:
         req = urllib.request.Request(

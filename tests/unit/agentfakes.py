@@ -24,6 +24,7 @@ class FakeAgent:
         self.calls: list[str] = []
         self.acked: list[tuple[str, int]] = []
         self.stopped = False
+        self.outputs: dict[tuple[str, int, str], str] = {}  # (run_id, attempt, stream) -> text
 
     async def _answer(self, call: str, timeout: float | None = None) -> None:
         self.calls.append(call)
@@ -67,7 +68,10 @@ class FakeAgent:
 
     async def output(self, run_id: str, attempt: int, stream: str = "stdout") -> str:
         await self._answer("output")
-        return ""
+        text = self.outputs.get((run_id, attempt, stream))
+        if text is None:
+            raise AgentError(f"agent {self.name}: HTTP 404", 404)
+        return text
 
     async def ack(self, run_id: str, attempt: int, epoch: int) -> None:
         await self._answer("ack")

@@ -59,6 +59,22 @@ def test_scheduler_config_full(tmp_path):
     }
 
 
+def test_the_replication_table(tmp_path):
+    config = load_scheduler_config(write(tmp_path, '[replication]\nmode = "async"\n'
+                                         'peers = ["https://node2:8480/"]\n'
+                                         'token_file = "repl.token"\nsync_timeout = 0.5\n'
+                                         'history = "30d"\n'))
+    repl = config.replication
+    assert repl is not None
+    assert (repl.mode, repl.peers, repl.token_file) == (
+        "async", ("https://node2:8480",), tmp_path / "repl.token")
+    assert (repl.sync_timeout, repl.history) == (0.5, 30 * 86400.0)
+    assert load_scheduler_config(write(tmp_path, "")).replication is None
+    defaults = load_scheduler_config(write(tmp_path, "[replication]\n")).replication
+    assert defaults is not None
+    assert (defaults.mode, defaults.sync_timeout, defaults.history) == ("sync", 2.0, 90 * 86400.0)
+
+
 def test_scheduler_config_defaults(tmp_path):
     config = load_scheduler_config(write(tmp_path, ""))
     assert (config.listen_host, config.listen_port) == ("127.0.0.1", 8480)
@@ -115,7 +131,18 @@ tls = { cert = "/c", key = "/k" }
     ('\n[agents.db1]\nurl = "http://x:1"\ntoken_file = "t"\nlabels = "linux"\n',
      "5: agents.db1.labels: must be a list of strings"),
     ('[scheduler]\ntls = { cert = "c", ca = "a" }\n', "2: scheduler.tls: missing field 'key'"),
-    ('[schedular]\n', "1: schedular: unknown field; expected one of: scheduler, agents"),
+    ('[schedular]\n',
+     "1: schedular: unknown field; expected one of: scheduler, agents, replication"),
+    ('[replication]\nmode = "eventually"\n',
+     "2: replication.mode: must be one of: sync, async, got 'eventually'"),
+    ('[replication]\npeers = ["node2:8480"]\ntoken_file = "t"\n',
+     "2: replication.peers: must be an http:// or https:// URL, got 'node2:8480'"),
+    ('[replication]\npeers = ["http://node2:8480"]\n',
+     "1: replication: missing field 'token_file' (the replication token, needed with peers)"),
+    ('[replication]\nsync_timeout = "0s"\n', "2: replication.sync_timeout: must be more than 0s"),
+    ('[replication]\nhistory = "5m"\n', "2: replication.history: must be at least 1h"),
+    ('[replication]\nlag = 1\n', "2: replication.lag: unknown field; expected one of: mode, "
+     "peers, token_file, ca, sync_timeout, history"),
     ('[scheduler]\nlisten = "127.0.0.1:80\n',
      "2: syntax: illegal character '\\n' (column 23)"),
 ])

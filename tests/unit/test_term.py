@@ -200,3 +200,35 @@ def test_a_stopped_agent_does_not_hold_the_activation(tmp_path: Path) -> None:
     run(term.activate())
     assert term.role == ACTIVE and term.unreconciled == {"b"}
     assert term.told == {"a": 5} and len(work.started) == 1
+
+
+class Replica:
+    """Replication's hooks (scheduler/replication/node.py): what the term asked, in order."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger, self.calls = ledger, []  # type: list[str]
+
+    async def before_active(self) -> None:
+        # The drain: what the source still had lands before the epoch is raised.
+        self.calls.append(f"drain at epoch {self.ledger.epoch()}")
+
+    def on_standby(self) -> None:
+        self.calls.append("follow")
+
+
+def test_a_promotion_drains_the_stream_before_raising_the_epoch_and_demotion_follows(
+        tmp_path: Path) -> None:
+    term, _, ledger = make_term(tmp_path, FakeAgent("a", epoch=5))
+    term.replica = replica = Replica(ledger)
+    run(term.promote(6))
+    assert replica.calls == ["drain at epoch 5"] and term.role == ACTIVE
+    run(term.demote())
+    assert replica.calls == ["drain at epoch 5", "follow"] and term.role == STANDBY
+
+
+def test_a_superseded_activation_goes_back_to_following(tmp_path: Path) -> None:
+    term, _, ledger = make_term(tmp_path, FakeAgent("a", epoch=9))
+    term.replica = replica = Replica(ledger)
+    with pytest.raises(Superseded):
+        run(term.activate())
+    assert replica.calls == ["drain at epoch 5", "follow"] and term.role == STANDBY
