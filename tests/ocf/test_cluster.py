@@ -167,6 +167,11 @@ def fail_count(resource: str) -> int:
     return 1_000_000 if found.group(1) == "INFINITY" else int(found.group(1))
 
 
+def promotion_score(resource: str) -> int | None:
+    done = sh("crm_attribute", f"--promotion={resource}", "--node", "node1", "--query", "--quiet")
+    return int(done.stdout) if done.returncode == 0 and done.stdout.strip().isdigit() else None
+
+
 def test_promotable_clone_raises_the_epoch_on_every_promotion(cluster) -> None:
     setup = Setup(instance="hasched-p")
     attribute = "hasched-epoch-hasched-p"
@@ -190,6 +195,8 @@ def test_promotable_clone_raises_the_epoch_on_every_promotion(cluster) -> None:
         wait_for("the clone instance to be promoted", lambda: role() == "active", timeout=180)
         check = sh("crm_resource", "--force-check", "-r", "hasched-p")
         assert check.returncode == 8, check.stdout + check.stderr
+        # No [replication] in this config: the scores the agent always set (10 promoted).
+        assert promotion_score("hasched-p") == 10
         epochs = [cib_epoch(attribute)]
         assert epochs[0] is not None and epochs[0] >= 1
         assert ctl_status()["epoch"] == epochs[0]
