@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import HASCHED, Setup, daemons_of, sh, wait_for
+from .conftest import HASCHED, Setup, daemons_of, promotion_score, sh, wait_for
 
 pytestmark = pytest.mark.ocf
 
@@ -165,11 +165,6 @@ def fail_count(resource: str) -> int:
     if not found:
         return 0
     return 1_000_000 if found.group(1) == "INFINITY" else int(found.group(1))
-
-
-def promotion_score(resource: str) -> int | None:
-    done = sh("crm_attribute", f"--promotion={resource}", "--node", "node1", "--query", "--quiet")
-    return int(done.stdout) if done.returncode == 0 and done.stdout.strip().isdigit() else None
 
 
 def test_promotable_clone_raises_the_epoch_on_every_promotion(cluster) -> None:

@@ -17,7 +17,7 @@ import urllib.request
 import psutil
 import pytest
 
-from .conftest import HASCHED, Setup, daemons_of, sh, wait_for
+from .conftest import HASCHED, Setup, daemons_of, promotion_score, sh, wait_for
 
 pytestmark = pytest.mark.ocf
 
@@ -62,9 +62,7 @@ def replication(setup: Setup) -> dict:
 
 
 def score() -> int | None:
-    done = sh("crm_attribute", f"--promotion={RSC}", "--node", NODE, "--query", "--quiet")
-    out = done.stdout.strip()
-    return int(out) if done.returncode == 0 and out.lstrip("-").isdigit() else None
+    return promotion_score(RSC, NODE)
 
 
 def position(node: str = NODE) -> str:
