@@ -255,7 +255,10 @@ def publish(status: dict, defer_file: str, *, legacy: bool) -> None:
 
 
 def clear(defer_file: str) -> None:
-    """stop: no score, no position, no deferral left behind."""
+    """stop: no score, no position, no deferral left behind. The position is cleared only when
+    there is one: without replication no attribute is ever made."""
     set_score(None)
-    record_position(None)
+    me = node_name()
+    if me in positions(me):
+        record_position(None)
     forget_deferral(defer_file)

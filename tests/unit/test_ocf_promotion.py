@@ -113,6 +113,10 @@ def test_without_replication_the_agent_behaves_as_before(node, status):
     assert fake.run("promote").returncode == 0
     assert fake.read()["scores"] == {"node1": "10"}
     assert not any(c.startswith("attrd_updater") for c in fake.calls())
+    fake.stop_daemon()
+    assert fake.run("stop").returncode == 0
+    assert fake.read()["scores"] == {}
+    assert not [c for c in fake.calls() if c.startswith("attrd_updater") and " -Q " not in c]
 
 
 def test_stop_removes_score_position_and_deferral(node):
