@@ -1,5 +1,5 @@
 #!/bin/sh
-# Install ocf:hasched:scheduler: $OCF_ROOT/resource.d/hasched/{scheduler,ocfagent.py}.
+# Install ocf:hasched:scheduler: $OCF_ROOT/resource.d/hasched/{scheduler,ocfagent.py,schedulerd.py,promotion.py}.
 # usage: install.sh [--python PATH] [--ocf-root DIR]
 # The agent's shebang becomes "#!PATH -IS": the agent needs only the standard library, so it skips
 # site processing and the PYTHON* environment on every monitor. PATH decides which `hasched` the
@@ -34,9 +34,11 @@ trap 'rm -f "$tmp"' EXIT
     sed -e '1d' "$src/hasched/scheduler"
 } >"$tmp"
 chmod 0755 "$tmp"
-install -m 0644 "$src/ocfagent.py" "$dest/ocfagent.py"
-# Compile once now: the agent never writes bytecode under $OCF_ROOT at run time.
-"$python" -m py_compile "$dest/ocfagent.py"
+for module in ocfagent.py schedulerd.py promotion.py; do
+    install -m 0644 "$src/$module" "$dest/$module"
+    # Compile once now: the agent never writes bytecode under $OCF_ROOT at run time.
+    "$python" -m py_compile "$dest/$module"
+done
 mv -f "$tmp" "$dest/scheduler"
 trap - EXIT
 echo "installed $dest/scheduler (python: $python)"

@@ -86,6 +86,22 @@ def check_level(supported: tuple[int, ...]) -> int:
     return max((lvl for lvl in supported if lvl <= wanted), default=0)
 
 
+def run_command(argv: list[str], timeout: float) -> tuple[int, str]:
+    """(exit status, output) of a helper command (crm_attribute, hasched ctl, ...): stdout
+    when it succeeded, else its last line of output; 127 when it cannot run at all."""
+    import subprocess
+
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return 127, f"{argv[0]}: {e}"
+    if done.returncode == 0:
+        return 0, done.stdout.strip()
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return done.returncode, (lines[-1] if lines else "")
+
+
 # -- process identity ----------------------------------------------------------------------------
 
 

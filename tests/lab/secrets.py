@@ -18,19 +18,29 @@ SECRETS_FILE = STATE_DIR / "secrets.yml"
 SSH_DIR = STATE_DIR / "ssh"
 
 
+# Each secret's generator. A lab made before a secret existed gets it at its next `up` (added
+# to its file, the others kept): generated once, like the rest.
+GENERATE = {
+    "pacemaker_cluster_hacluster_password": lambda: random.token_urlsafe(18),
+    "pacemaker_cluster_ipmi_password": lambda: random.token_urlsafe(12),
+    "hasched_agent_token": lambda: random.token_urlsafe(32),
+    "hasched_api_token": lambda: random.token_urlsafe(32),
+    "hasched_replication_token": lambda: random.token_urlsafe(32),
+}
+
+
 def load() -> dict:
-    if SECRETS_FILE.exists():
-        return yaml.safe_load(SECRETS_FILE.read_text())
-    values = {
-        "pacemaker_cluster_hacluster_password": random.token_urlsafe(18),
-        "pacemaker_cluster_ipmi_password": random.token_urlsafe(12),
-        "hasched_agent_token": random.token_urlsafe(32),
-        "hasched_api_token": random.token_urlsafe(32),
-    }
+    values = yaml.safe_load(SECRETS_FILE.read_text()) if SECRETS_FILE.exists() else {}
+    missing = [key for key in GENERATE if key not in values]
+    if not missing:
+        return values
+    values.update({key: GENERATE[key]() for key in missing})
     STATE_DIR.mkdir(parents=True, exist_ok=True)
-    fd = os.open(SECRETS_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = SECRETS_FILE.with_name(SECRETS_FILE.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         yaml.safe_dump(values, fh)
+    os.replace(tmp, SECRETS_FILE)
     return values
 
 

@@ -74,6 +74,13 @@ def sh(*argv: str, timeout: float = 120, check: bool = False) -> subprocess.Comp
     return done
 
 
+def promotion_score(resource: str, node: str = "node1") -> int | None:
+    """The promotion score the agent set for `resource` on `node`, as Pacemaker records it."""
+    done = sh("crm_attribute", f"--promotion={resource}", "--node", node, "--query", "--quiet")
+    out = done.stdout.strip()
+    return int(out) if done.returncode == 0 and out.lstrip("-").isdigit() else None
+
+
 def install_agent(ocf_root: Path) -> Path:
     sh(str(AGENT_SRC / "install.sh"), "--python", PYTHON, "--ocf-root", str(ocf_root), check=True)
     return ocf_root / "resource.d" / "hasched" / "scheduler"

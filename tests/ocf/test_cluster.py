@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import HASCHED, Setup, daemons_of, sh, wait_for
+from .conftest import HASCHED, Setup, daemons_of, promotion_score, sh, wait_for
 
 pytestmark = pytest.mark.ocf
 
@@ -190,6 +190,8 @@ def test_promotable_clone_raises_the_epoch_on_every_promotion(cluster) -> None:
         wait_for("the clone instance to be promoted", lambda: role() == "active", timeout=180)
         check = sh("crm_resource", "--force-check", "-r", "hasched-p")
         assert check.returncode == 8, check.stdout + check.stderr
+        # No [replication] in this config: the scores the agent always set (10 promoted).
+        assert promotion_score("hasched-p") == 10
         epochs = [cib_epoch(attribute)]
         assert epochs[0] is not None and epochs[0] >= 1
         assert ctl_status()["epoch"] == epochs[0]
