@@ -27,7 +27,7 @@ from scheduler.adopt import Adopter
 from scheduler.agents import AgentPool
 from scheduler.ledger import Ledger, parse_time
 from scheduler.protocol import StaleEpoch
-from scheduler.runs import Run
+from scheduler.runs import SCHEDULED, Run
 from scheduler.times import utc_now
 
 log = logging.getLogger("hasched.scheduler")
@@ -42,6 +42,10 @@ End = Callable[[], Awaitable[None]]
 
 class ReplicaHooks(Protocol):
     """Replication's part in a term (scheduler/replication/node.py)."""
+
+    @property
+    def following(self) -> bool:
+        """The ledger is a replica of the active's (it knows what the predecessor sent where)."""
 
     async def before_active(self) -> None:
         """Before acting as active: drain the stream from the source, stop following."""
@@ -289,4 +293,24 @@ class Term:
         if job.concurrency == "allow" and (job.agent or not self.before_term(run)):
             return []
         mine = [job.agent] if job.agent else self.pool.members(job.pool)
-        return sorted(a for a in mine if a in self.unreconciled)
+        unsure = sorted(a for a in mine if a in self.unreconciled)
+        if not unsure or self.before_term(run) or not self.replicated:
+            return unsure
+        # A replica knows what the predecessor sent where: only an agent that may hold an
+        # unfinished earlier run of this job can make this one overlap it. Without that
+        # narrowing, every forbid pool job (the default) would stop on the other members for
+        # as long as a crashed node's agent is away. A run not yet recorded as sent may have
+        # gone to any member.
+        may_hold: set[str] = set()
+        for other in self.ledger.open_runs(job.name):
+            if other.key == run.key:
+                continue
+            if other.agent and other.state != SCHEDULED:
+                may_hold.add(other.agent)
+            else:
+                may_hold.update(unsure)
+        return [a for a in unsure if a in may_hold]
+
+    @property
+    def replicated(self) -> bool:
+        return self.replica is not None and bool(self.replica.following)

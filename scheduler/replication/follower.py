@@ -37,6 +37,12 @@ log = logging.getLogger("hasched.replication")
 POLL_WAIT = 5.0  # seconds a long poll is held by the source
 BATCH = 5000  # entries asked for at once
 CONNECT_TIMEOUT = 1.5  # a dead peer drops SYNs: a short bound, so a promotion is not held
+# The drain at a promotion goes over new connections with tighter bounds: a kept-alive one to a
+# crashed source would wait out the whole drain (nothing answers, nothing resets it), and a
+# source on the same LAN that is alive connects in well under DRAIN_CONNECT and answers a
+# wait=0 request within DRAIN_READ (a SIGSTOPped one accepts the connection, never answers).
+DRAIN_CONNECT = 0.5
+DRAIN_READ = 1.0
 RETRY_EVERY = 1.0
 INLINE_APPLY = 20  # entries applied in the loop's own thread; more go to a worker thread
 IN_SYNC_CONTACT = POLL_WAIT + 5.0  # without an answer for longer, a standby is lagging
@@ -90,6 +96,12 @@ class Follower:
             return 0
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        if self._session is not None:  # its kept-alive connections may lead to a dead source
+            await self._session.close()
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self._ssl() or True, force_close=True),
+            timeout=aiohttp.ClientTimeout(total=drain or None, sock_connect=DRAIN_CONNECT,
+                                          sock_read=DRAIN_READ))
         drained = 0
         if self.source is not None and drain > 0:
             try:
@@ -130,11 +142,15 @@ class Follower:
     # -- HTTP --------------------------------------------------------------------------------
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            ctx: Any = ssl.create_default_context(cafile=self._ca) if self._ca else None
+            ctx = self._ssl()
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=POLL_WAIT + 30, sock_connect=CONNECT_TIMEOUT),
                 connector=aiohttp.TCPConnector(ssl=ctx) if ctx else None)
         return self._session
+
+    def _ssl(self) -> Any:
+        """The TLS context that verifies the peers (None: the default, or plain HTTP)."""
+        return ssl.create_default_context(cafile=self._ca) if self._ca else None
 
     async def _get(self, url: str, **params: Any) -> tuple[int, Any]:
         async with self._client().get(url, params=params, headers=self._headers) as r:

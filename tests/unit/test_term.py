@@ -16,7 +16,7 @@ from agentfakes import FakeAgent
 from scheduler.adopt import Adopter
 from scheduler.agents import AgentPool
 from scheduler.jobs import Job
-from scheduler.ledger import BatchWriter, Ledger
+from scheduler.ledger import BatchWriter, Change, Ledger
 from scheduler.protocol import StaleEpoch
 from scheduler.runs import Run
 from scheduler.term import ACTIVE, DEMOTING, STANDBY, Superseded, Term
@@ -205,6 +205,8 @@ def test_a_stopped_agent_does_not_hold_the_activation(tmp_path: Path) -> None:
 class Replica:
     """Replication's hooks (scheduler/replication/node.py): what the term asked, in order."""
 
+    following = True
+
     def __init__(self, ledger: Ledger) -> None:
         self.ledger, self.calls = ledger, []  # type: list[str]
 
@@ -232,3 +234,27 @@ def test_a_superseded_activation_goes_back_to_following(tmp_path: Path) -> None:
     with pytest.raises(Superseded):
         run(term.activate())
     assert replica.calls == ["drain at epoch 5", "follow"] and term.role == STANDBY
+
+
+def test_with_a_replica_a_forbid_job_waits_only_for_the_agent_that_may_hold_its_earlier_run(
+        tmp_path: Path) -> None:
+    """b and c are away at promotion. The replicated ledger shows the predecessor's unfinished
+    run of j on b: this term's run waits for b alone, not for c (which holds nothing of j); a
+    job with no unfinished run waits for nobody; a run not yet recorded as sent may be on any
+    member, so it holds them all."""
+    term, _, ledger = make_term(tmp_path, FakeAgent("a"), FakeAgent("b", up=False),
+                                FakeAgent("c", up=False))
+    term.replica = Replica(ledger)
+    run(term.activate())
+    assert term.unreconciled == {"b", "c"}
+    pooled = Job(name="j", command=("true",), trigger=IntervalTrigger(60.0), pool="workers")
+    after = Run("j@2026-01-01T12:01:00Z", 1, "j", "2026-01-01T12:01:00Z")
+    assert term.unsure_members(pooled, after) == []
+    ledger.apply([Change("create", "j@2026-01-01T11:59:00Z", 1, "j",
+                         {"nominal": "2026-01-01T11:59:00Z", "agent": "b"})])
+    assert term.unsure_members(pooled, after) == ["b", "c"]  # scheduled: maybe sent anywhere
+    ledger.apply([Change("update", "j@2026-01-01T11:59:00Z", 1, "j",
+                         {"state": "running", "agent": "b"})])
+    assert term.unsure_members(pooled, after) == ["b"]
+    term.replica = None  # no replica: what the predecessor sent where is not known here
+    assert term.unsure_members(pooled, after) == ["b", "c"]
