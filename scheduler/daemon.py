@@ -3,8 +3,9 @@ the Service that the REST API and the control socket talk to.
 
 The parts, each with its dependencies given here: the agent pool (agents.py), the term that
 owns the role and decides every HA step (term.py), dispatch / collect / adopt on top of the pool,
-the run mover (progress.py), the fire planner (fires.py), the jobs in force (jobset.py). This
-module has no HA logic of its own."""
+the run mover (progress.py), the fire planner (fires.py), the jobs in force (jobset.py), what
+the API shows of them (jobviews.py) and of a run's output (runoutput.py). This module has no HA
+logic of its own."""
 
 from __future__ import annotations
 
