@@ -30,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,32 @@ async def follow(url: str, db: Path, times: Path) -> None:
             out.write(f"{ledger.head} {time.monotonic()}\n")
 
 
+@asynccontextmanager
+async def ledger_writer(root: Path, name: str, replicated: bool
+                        ) -> AsyncIterator[tuple[Ledger, BatchWriter]]:
+    """A pass's ledger (`name`.sqlite) and its BatchWriter; with `replicated`, behind a sync
+    follower in a child process that starts on our lineage (`name`-f.sqlite, its apply times in
+    `name`.times). The follower, the server and the ledger are stopped on leaving."""
+    ledger = Ledger(root / f"{name}.sqlite")
+    waiter = SyncWaiter(lambda: ledger.head, True, 5.0)
+    child = runner = None
+    if replicated:
+        url, runner = await serve(ledger, waiter, root / "out")
+        ledger.snapshot(root / f"{name}-f.sqlite")
+        child = follower_process(url, root / f"{name}-f.sqlite", root / f"{name}.times")
+        while waiter.state != "primary":
+            await asyncio.sleep(0.05)
+    try:
+        yield ledger, BatchWriter(ledger, waiter if replicated else None)
+    finally:
+        if child is not None:
+            child.terminate()
+            child.wait()
+        if runner is not None:
+            await runner.cleanup()
+        ledger.close()
+
+
 def runs(start: int, n: int) -> list[list[Change]]:
     ids = [f"bench@{i:09d}" for i in range(start, start + n)]
     return [[Change("create", r, 1, "bench", {"nominal": r, "agent": "b1"}) for r in ids],
@@ -116,32 +144,18 @@ def runs(start: int, n: int) -> list[list[Change]]:
 async def throughput(root: Path, n: int, batch: int, replicated: bool, lanes: int) -> float:
     name = f"{'sync' if replicated else 'alone'}-{lanes}"
     root.mkdir(exist_ok=True)
-    ledger = Ledger(root / f"tp-{name}.sqlite")
-    waiter = SyncWaiter(lambda: ledger.head, True, 5.0)
-    child = runner = None
-    if replicated:
-        url, runner = await serve(ledger, waiter, root / "out")
-        ledger.snapshot(root / f"tp-{name}-f.sqlite")  # the follower starts on our lineage
-        child = follower_process(url, root / f"tp-{name}-f.sqlite", root / f"tp-{name}.times")
-        while waiter.state != "primary":
-            await asyncio.sleep(0.05)
-    writer = BatchWriter(ledger, waiter if replicated else None)
+    async with ledger_writer(root, f"tp-{name}", replicated) as (_, writer):
 
-    async def lane(first: int) -> None:
-        for start in range(first, n, batch * lanes):
-            for changes in runs(start, min(batch, n - start)):
-                # each run's write on its own, as the collector's and dispatcher's coroutines do
-                await asyncio.gather(*(writer.write([c]) for c in changes))
+        async def lane(first: int) -> None:
+            for start in range(first, n, batch * lanes):
+                for changes in runs(start, min(batch, n - start)):
+                    # each run's write on its own, as the collector's and dispatcher's
+                    # coroutines do
+                    await asyncio.gather(*(writer.write([c]) for c in changes))
 
-    t0 = time.perf_counter()
-    await asyncio.gather(*(lane(i * batch) for i in range(lanes)))
-    elapsed = time.perf_counter() - t0
-    if child is not None:
-        child.terminate()
-        child.wait()
-    if runner is not None:
-        await runner.cleanup()
-    ledger.close()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(lane(i * batch) for i in range(lanes)))
+        elapsed = time.perf_counter() - t0
     return n / elapsed
 
 
@@ -153,37 +167,22 @@ async def end_to_end(root: Path, agents: list[LocalAgent], n: int, batch: int,
     clients = {a.name: AgentClient(a.name, a.url, AGENT_TOKEN) for a in agents}
     for a in agents:
         await a.wait_ready(clients[a.name])
-    ledger = Ledger(root / f"{name}.sqlite")
-    waiter = SyncWaiter(lambda: ledger.head, True, 5.0)
-    child = runner = None
-    if replicated:
-        url, runner = await serve(ledger, waiter, root / "out")
-        ledger.snapshot(root / f"{name}-f.sqlite")
-        child = follower_process(url, root / f"{name}-f.sqlite", root / f"{name}.times")
-        while waiter.state != "primary":
-            await asyncio.sleep(0.05)
-    writer = BatchWriter(ledger, waiter if replicated else None)
-    job = Job(name="bench", command=("true",), trigger=IntervalTrigger(1.0), pool="workers")
-    pool = AgentPool(clients, {a.name: ["workers"] for a in agents})
-    disp = Dispatcher(writer, pool, lambda: 1, lambda agent, e: print(f"stale epoch: {e}"))
-    t0 = time.perf_counter()
-    for start in range(0, n, batch):
-        rows = []
-        for i in range(start, min(n, start + batch)):
-            nominal = nominal_iso(datetime.fromtimestamp(base + i, UTC))
-            rows.append(Run(f"bench@{nominal}", 1, "bench", nominal, agent=pool.pick(job)))
-        await writer.write([Change("create", r.run_id, 1, "bench",
-                                   {"nominal": r.nominal, "agent": r.agent}) for r in rows])
-        await asyncio.gather(*(disp.dispatch(r, job) for r in rows))
-    elapsed = time.perf_counter() - t0
-    for c in clients.values():
-        await c.close()
-    if child is not None:
-        child.terminate()
-        child.wait()
-    if runner is not None:
-        await runner.cleanup()
-    ledger.close()
+    async with ledger_writer(root, name, replicated) as (_, writer):
+        job = Job(name="bench", command=("true",), trigger=IntervalTrigger(1.0), pool="workers")
+        pool = AgentPool(clients, {a.name: ["workers"] for a in agents})
+        disp = Dispatcher(writer, pool, lambda: 1, lambda agent, e: print(f"stale epoch: {e}"))
+        t0 = time.perf_counter()
+        for start in range(0, n, batch):
+            rows = []
+            for i in range(start, min(n, start + batch)):
+                nominal = nominal_iso(datetime.fromtimestamp(base + i, UTC))
+                rows.append(Run(f"bench@{nominal}", 1, "bench", nominal, agent=pool.pick(job)))
+            await writer.write([Change("create", r.run_id, 1, "bench",
+                                       {"nominal": r.nominal, "agent": r.agent}) for r in rows])
+            await asyncio.gather(*(disp.dispatch(r, job) for r in rows))
+        elapsed = time.perf_counter() - t0
+        for c in clients.values():
+            await c.close()
     return n / elapsed
 
 
@@ -203,28 +202,17 @@ def with_agents(root: Path, n: int, batch: int) -> tuple[float, float]:
 
 
 async def lag(root: Path, rate: float, seconds: float) -> list[float]:
-    ledger = Ledger(root / "lag.sqlite")
-    waiter = SyncWaiter(lambda: ledger.head, True, 5.0)
-    url, runner = await serve(ledger, waiter, root / "out")
-    ledger.snapshot(root / "lag-f.sqlite")
-    times = root / "lag.times"
-    child = follower_process(url, root / "lag-f.sqlite", times)
-    while waiter.state != "primary":
-        await asyncio.sleep(0.05)
     committed: dict[int, float] = {}
-    ledger.on_commit(lambda seq: committed.__setitem__(seq, time.monotonic()))
-    writer = BatchWriter(ledger, waiter)
-    tasks = []
-    t0 = time.monotonic()
-    for i in range(int(rate * seconds)):
-        await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
-        tasks.append(asyncio.create_task(one_run(writer, i)))
-    await asyncio.gather(*tasks)
-    await asyncio.sleep(1.0)
-    child.terminate()
-    child.wait()
-    await runner.cleanup()
-    ledger.close()
+    async with ledger_writer(root, "lag", True) as (ledger, writer):
+        ledger.on_commit(lambda seq: committed.__setitem__(seq, time.monotonic()))
+        tasks = []
+        t0 = time.monotonic()
+        for i in range(int(rate * seconds)):
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
+            tasks.append(asyncio.create_task(one_run(writer, i)))
+        await asyncio.gather(*tasks)
+        await asyncio.sleep(1.0)
+    times = root / "lag.times"
     applied = [(int(s), float(t)) for s, t in
                (line.split() for line in times.read_text().splitlines())]
     out = []

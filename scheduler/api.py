@@ -16,12 +16,21 @@ from typing import Any
 
 from aiohttp import web
 
+from scheduler.apiparams import (
+    MAX_COUNT,
+    MAX_FORECAST,
+    BadParam,
+    int_param,
+    iso_param,
+    limit_param,
+    state_param,
+    stream_param,
+    time_param,
+)
 from scheduler.audit import Actor
 from scheduler.auth import ADMIN, OPERATOR, VIEWER, Principal, Tokens, bearer_token, token_allowed
-from scheduler.ledger import STATES as LEDGER_STATES
 from scheduler.metrics import CONTENT_TYPE, Metrics
 from scheduler.service import Conflict, NotActive, NotFound, Service
-from scheduler.times import nominal_iso, parse_time
 
 log = logging.getLogger("hasched.api")
 
@@ -31,18 +40,7 @@ REPL_TOKENS_KEY = web.AppKey("replication_tokens", frozenset)
 REPLICATION = "/v1/replication/"
 METRICS_KEY = web.AppKey("metrics", Metrics)
 
-# The ledger owns the list of run states; the API only checks a filter against it.
-RUN_STATES = frozenset(LEDGER_STATES)
-STREAMS = frozenset({"stdout", "stderr"})
-MAX_LIMIT = 10_000
-MAX_COUNT = 1000  # fires of one job's preview
-MAX_FORECAST = 10_000  # fires of one forecast
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class BadParam(ValueError):
-    """A query parameter that cannot be used; the message names it."""
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -163,66 +161,6 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _iso_param(name: str, value: str | None) -> str | None:
-    when = _when_param(name, value)
-    return nominal_iso(when) if when is not None else None
-
-
-def _when_param(name: str, value: str | None) -> datetime | None:
-    if value is None or value == "":
-        return None
-    try:
-        return parse_time(value)
-    except ValueError:
-        raise BadParam(
-            f"query parameter {name!r}: not an ISO-8601 time: {value!r} "
-            "(e.g. 2026-12-01T01:30:00Z)"
-        ) from None
-
-
-def _int_param(name: str, value: str | None, default: int, most: int) -> int:
-    if value is None or value == "":
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise BadParam(f"query parameter {name!r}: not an integer: {value!r}") from None
-    if not 1 <= number <= most:
-        raise BadParam(f"query parameter {name!r}: must be between 1 and {most}, got {number}")
-    return number
-
-
-def _limit_param(value: str | None, default: int = 100, most: int = MAX_LIMIT) -> int:
-    return _int_param("limit", value, default, most)
-
-
-def _time_param(name: str, value: str | None, default: datetime | None = None) -> datetime:
-    when = _when_param(name, value)
-    if when is None:
-        if default is None:
-            raise BadParam(f"query parameter {name!r} is required (an ISO-8601 time)")
-        return default
-    return when.replace(microsecond=0)
-
-
-def _state_param(value: str | None) -> str | None:
-    if value is None or value == "":
-        return None
-    if value not in RUN_STATES:
-        raise BadParam(
-            f"query parameter 'state': unknown state {value!r} "
-            f"(one of {', '.join(sorted(RUN_STATES))})"
-        )
-    return value
-
-
-def _stream_param(value: str | None) -> str:
-    stream = value or "stdout"
-    if stream not in STREAMS:
-        raise BadParam(f"query parameter 'stream': must be stdout or stderr, got {stream!r}")
-    return stream
-
-
 # -- handlers ------------------------------------------------------------------------------------
 
 async def _health(request: web.Request) -> web.Response:
@@ -302,26 +240,26 @@ async def _cancel_run(request: web.Request) -> web.Response:
 async def _audit(request: web.Request) -> web.Response:
     q = request.query
     entries = request.app[SERVICE_KEY].audit(
-        job=q.get("job") or None, since=_iso_param("since", q.get("since")),
-        limit=_limit_param(q.get("limit")))
+        job=q.get("job") or None, since=iso_param("since", q.get("since")),
+        limit=limit_param(q.get("limit")))
     return web.json_response({"entries": entries})
 
 
 async def _next_fires(request: web.Request) -> web.Response:
     q = request.query
-    count = _int_param("count", q.get("count"), 10, MAX_COUNT)
-    start = _time_param("from", q.get("from"), datetime.now(UTC))
+    count = int_param("count", q.get("count"), 10, MAX_COUNT)
+    start = time_param("from", q.get("from"), datetime.now(UTC))
     return web.json_response(
         request.app[SERVICE_KEY].next_fires(request.match_info["name"], count, start))
 
 
 async def _forecast(request: web.Request) -> web.Response:
     q = request.query
-    start = _time_param("from", q.get("from"), datetime.now(UTC))
-    end = _time_param("to", q.get("to"))
+    start = time_param("from", q.get("from"), datetime.now(UTC))
+    end = time_param("to", q.get("to"))
     if end <= start:
         raise BadParam("query parameter 'to': must be after 'from'")
-    limit = _limit_param(q.get("limit"), default=MAX_FORECAST, most=MAX_FORECAST)
+    limit = limit_param(q.get("limit"), default=MAX_FORECAST, most=MAX_FORECAST)
     return web.json_response(await request.app[SERVICE_KEY].forecast(start, end, limit))
 
 
@@ -329,10 +267,10 @@ async def _list_runs(request: web.Request) -> web.Response:
     q = request.query
     runs = request.app[SERVICE_KEY].list_runs(
         job=q.get("job") or None,
-        state=_state_param(q.get("state")),
-        since=_iso_param("since", q.get("since")),
-        until=_iso_param("until", q.get("until")),
-        limit=_limit_param(q.get("limit")),
+        state=state_param(q.get("state")),
+        since=iso_param("since", q.get("since")),
+        until=iso_param("until", q.get("until")),
+        limit=limit_param(q.get("limit")),
     )
     return web.json_response({"runs": runs})
 
@@ -342,7 +280,7 @@ async def _get_run(request: web.Request) -> web.Response:
 
 
 async def _run_output(request: web.Request) -> web.Response:
-    stream = _stream_param(request.query.get("stream"))
+    stream = stream_param(request.query.get("stream"))
     text = await request.app[SERVICE_KEY].run_output(request.match_info["run_id"], stream)
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 

@@ -39,6 +39,15 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
 LOCAL_META = frozenset({"lineage", "trimmed"})
 
 
+def keys_of(table: str) -> tuple[str, ...]:
+    """The primary key columns of a replicated table; a shipped image naming another table is
+    refused (ValueError), not applied."""
+    keys = TABLE_KEYS.get(table)
+    if keys is None:
+        raise ValueError(f"change log: unknown table {table!r}")
+    return keys
+
+
 @dataclass(frozen=True)
 class Target:
     """The row a change touched: its table and primary key values."""
@@ -63,9 +72,7 @@ class Image:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Image:
         table = data["t"]
-        keys = TABLE_KEYS.get(table)
-        if keys is None:
-            raise ValueError(f"change log: unknown table {table!r}")
+        keys = keys_of(table)
         if "del" in data:
             return cls(table, tuple(data["del"]), None)
         row = dict(data["row"])
@@ -193,9 +200,7 @@ class _Applier:
 
     def image(self, image: dict[str, Any]) -> None:
         table = image["t"]
-        keys = TABLE_KEYS.get(table)
-        if keys is None:
-            raise ValueError(f"change log: unknown table {table!r}")
+        keys = keys_of(table)
         if "del" in image:
             self.flush()
             self._delete(table, keys, image["del"])

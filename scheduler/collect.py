@@ -28,7 +28,7 @@ from scheduler.runs import (
     output_base,
     output_rel,
 )
-from scheduler.statedir import private_dir, write_private
+from scheduler.statedir import write_private_files
 
 log = logging.getLogger("hasched.dispatch")
 
@@ -228,11 +228,6 @@ class Collector:
             except AgentError as e:
                 text = f"[hasched: output not available: {e}]\n"
             texts[base.with_name(f"{base.name}.{stream}")] = text
-
-        def write() -> None:
-            private_dir(base.parent, "run output directory")
-            for path, text in texts.items():
-                write_private(path, text)
-
         if texts:
-            await asyncio.to_thread(write)
+            await asyncio.to_thread(write_private_files, base.parent, texts,
+                                    "run output directory")

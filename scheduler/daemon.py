@@ -3,13 +3,13 @@ the Service that the REST API and the control socket talk to.
 
 The parts, each with its dependencies given here: the agent pool (agents.py), the term that
 owns the role and decides every HA step (term.py), dispatch / collect / adopt on top of the pool,
-the run mover (progress.py), the fire planner (fires.py), the jobs in force (jobset.py). This
-module has no HA logic of its own."""
+the run mover (progress.py), the fire planner (fires.py), the jobs in force (jobset.py), what
+the API shows of them (jobviews.py) and of a run's output (runoutput.py). This module has no HA
+logic of its own."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import ssl
@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from scheduler import __version__, audit, backlog, preview
+from scheduler import __version__, audit, backlog, jobviews, preview
 from scheduler.adopt import Adopter
 from scheduler.agents import AgentPool
 from scheduler.audit import NOBODY, Actor
@@ -33,14 +33,16 @@ from scheduler.control import ControlServer
 from scheduler.dispatch import Dispatcher
 from scheduler.fires import DISPATCH_LEAD, FirePlanner
 from scheduler.jobset import JobSet
-from scheduler.ledger import BatchWriter, Ledger, nominal_iso, parse_time
+from scheduler.ledger import BatchWriter, Ledger, parse_time
 from scheduler.orders import Orders
+from scheduler.planner import FirePlan
 from scheduler.progress import RunMover
 from scheduler.protocol import AgentClient
 from scheduler.replication.handover import Handover
 from scheduler.replication.node import Replication
 from scheduler.retention import HISTORY, HistoryPruner
-from scheduler.runs import DISPATCHED, FINAL_STATES, RUNNING, SCHEDULED, Run, output_base
+from scheduler.runoutput import read_output
+from scheduler.runs import SCHEDULED, Run
 from scheduler.service import NotActive, NotFound
 from scheduler.term import Superseded, Term
 from scheduler.times import utc_now
@@ -48,7 +50,6 @@ from scheduler.times import utc_now
 log = logging.getLogger("hasched.scheduler")
 COLLECT_EVERY = 1.0
 PROBE_EVERY = 5.0  # a standby's health probes of the agents (what /health shows of them)
-LISTING_CHUNK = 1000  # jobs per piece of GET /v1/jobs: some 10 ms of work between two yields
 
 
 def _why(e: BaseException) -> str:
@@ -316,44 +317,17 @@ class Scheduler:
             raise NotFound(f"no job {name!r}")
         return self._view(job, bool(self.ledger.job_state(name).get("paused")), utc_now())
 
+    def _plan(self) -> FirePlan | None:
+        return self.fires.plan if self.term.active else None
+
     def _view(self, job: Any, paused: bool, now: datetime) -> dict[str, Any]:
-        view = self.jobset.to_dict(job)
-        view["paused"] = paused
-        nxt = None
-        if not paused:
-            plan = self.fires.plan if self.term.active else None
-            nxt = plan.next_fire(job.name) if plan is not None else job.trigger.next_after(now)
-        view["next_fire"] = nominal_iso(nxt) if nxt else None
-        return view
+        return jobviews.job_view(self.jobset, job, paused, self._plan(), now)
 
     def job_listing(self) -> Iterator[str]:
-        """GET /v1/jobs's JSON text, in pieces of LISTING_CHUNK jobs, in O(jobs).
-
-        The job-state table is read once (it was read once per job), each job's definition is
-        encoded once per load (JobSet.encoded), and only `paused` and `next_fire` are added per
-        request. The API yields to the event loop between pieces: /health and the rest go on
-        while 100k jobs are listed. `self.jobs` is taken once (a reload replaces the dict,
-        never changes it), so a listing is of one generation of definitions."""
-        jobs, paused, now = self.jobs, self.ledger.paused_jobs(), utc_now()
-        plan = self.fires.plan if self.term.active else None
-        shown: dict[datetime | None, str] = {None: "null"}  # many jobs share a next fire
-        names = sorted(jobs)
-        yield '{"jobs": ['
-        for start in range(0, len(names), LISTING_CHUNK):
-            parts = []
-            for name in names[start:start + LISTING_CHUNK]:
-                job = jobs[name]
-                nxt = None
-                if name not in paused:
-                    nxt = (plan.next_fire(name) if plan is not None
-                           else job.trigger.next_after(now))
-                text = shown.get(nxt)
-                if text is None:
-                    text = shown[nxt] = f'"{nominal_iso(nxt)}"'
-                parts.append(f'{self.jobset.encoded(job)[:-1]}, "paused": '
-                             f'{"true" if name in paused else "false"}, "next_fire": {text}}}')
-            yield (", " if start else "") + ", ".join(parts)
-        yield f'], "definitions": {json.dumps(self.jobset.definitions())}}}'
+        """GET /v1/jobs's JSON text in pieces (scheduler/jobviews.py). `self.jobs` is taken
+        once, so a listing is of one generation of definitions."""
+        return jobviews.job_listing(self.jobset, self.jobs, self.ledger.paused_jobs(),
+                                    self._plan(), utc_now())
 
     def definitions(self) -> dict[str, Any]:
         return self.jobset.definitions()
@@ -413,20 +387,5 @@ class Scheduler:
         return [audit.view(row) for row in self.ledger.audit(job, since, limit)]
 
     async def run_output(self, run_id: str, stream: str = "stdout") -> str:
-        row = self.ledger.get_run(run_id)
-        if row is None:
-            raise NotFound("no such run")
-        if row.output_path:
-            base = output_base(self.output_dir, row.output_path)
-            path = base.with_name(f"{base.name}.{stream}")
-            if path.exists():
-                return await asyncio.to_thread(path.read_text, errors="replace")
-            if row.state in FINAL_STATES:
-                return ""  # collected: a stream with no output is not written
-        if row.state in (DISPATCHED, RUNNING) and row.agent in self.clients:
-            try:  # a read, allowed to a standby too
-                return await self.clients[row.agent].output(row.run_id, row.attempt,
-                                                               stream)
-            except Exception as e:
-                raise NotFound(f"output of {run_id} not available: {e}") from e
-        raise NotFound(f"no output recorded for {run_id}")
+        return await read_output(self.ledger.get_run(run_id), stream, self.output_dir,
+                                 self.clients)

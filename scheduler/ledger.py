@@ -302,24 +302,11 @@ class Ledger:
                   since: str | None = None, until: str | None = None,
                   limit: int = 100) -> list[Run]:
         """Runs (every attempt), newest nominal time first; since/until bound the nominal time."""
-        where, args = [], []
-        if job:
-            where.append("job = ?")
-            args.append(job)
-        if state:
-            where.append("state = ?")
-            args.append(state)
-        if since:
-            where.append("nominal >= ?")
-            args.append(nominal_iso(parse_time(since)))
-        if until:
-            where.append("nominal <= ?")
-            args.append(nominal_iso(parse_time(until)))
-        sql = "SELECT * FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY nominal DESC, attempt DESC LIMIT ?"
-        return self._runs(sql, [*args, max(0, int(limit))])
+        cond, args = where({"job = ?": job, "state = ?": state,
+                            "nominal >= ?": since and nominal_iso(parse_time(since)),
+                            "nominal <= ?": until and nominal_iso(parse_time(until))})
+        return self._runs(f"SELECT * FROM runs{cond} ORDER BY nominal DESC, attempt DESC LIMIT ?",
+                          [*args, max(0, int(limit))])
 
     def final_before(self, nominal: str, limit: int) -> list[Run]:
         """Finished runs with a nominal time before `nominal`, oldest first (retention)."""
@@ -362,19 +349,20 @@ class Ledger:
     def audit(self, job: str | None = None, since: str | None = None,
               limit: int = 100) -> list[dict[str, Any]]:
         """Audit entries, newest first; `since` bounds their time (ISO-8601)."""
-        where, args = [], []
-        if job:
-            where.append("job = ?")
-            args.append(job)
-        if since:
-            where.append("at >= ?")
-            args.append(utc_iso(parse_time(since)))
-        sql = "SELECT * FROM audit" + (" WHERE " + " AND ".join(where) if where else "")
-        return self._query(sql + " ORDER BY at DESC, id DESC LIMIT ?", [*args, max(0, limit)])
+        cond, args = where({"job = ?": job, "at >= ?": since and utc_iso(parse_time(since))})
+        return self._query(f"SELECT * FROM audit{cond} ORDER BY at DESC, id DESC LIMIT ?",
+                           [*args, max(0, limit)])
 
     def counts(self) -> dict[str, int]:
         rows = self._query("SELECT state, COUNT(*) AS n FROM runs GROUP BY state")
         return {r["state"]: r["n"] for r in rows}
+
+
+def where(conditions: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The ` WHERE … AND …` of the conditions (each an SQL test with one `?`) whose value is set,
+    and their arguments; "" and [] when none is: the readers' optional filters."""
+    kept = [(test, value) for test, value in conditions.items() if value]
+    return (" WHERE " + " AND ".join(t for t, _ in kept) if kept else ""), [v for _, v in kept]
 
 
 class Waiter(Protocol):

@@ -76,6 +76,14 @@ def write_private(path: str | Path, text: str) -> None:
         os.close(fd)
 
 
+def write_private_files(directory: Path, texts: dict[Path, str], what: str) -> None:
+    """Write files of `directory` (made private first; `what` names it in an error) with
+    write_private: the run output files the collector and the follower store."""
+    private_dir(directory, what)
+    for path, text in texts.items():
+        write_private(path, text)
+
+
 class StateLock:
     """The exclusive lock on one state directory, held until release() or the process's end."""
 

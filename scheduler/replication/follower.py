@@ -29,7 +29,7 @@ from scheduler.replication.fork import fork_point
 from scheduler.replication.handover import Handover
 from scheduler.retention import remove_output
 from scheduler.runs import FINAL_STATES, Run, output_base
-from scheduler.statedir import private_dir, write_private
+from scheduler.statedir import write_private_files
 from scheduler.times import parse_time, utc_now
 
 log = logging.getLogger("hasched.replication")
@@ -322,14 +322,9 @@ class Follower:
                 text = await r.text()
             if text:
                 texts[path] = text
-
-        def write() -> None:
-            private_dir(base.parent, "run output directory")
-            for path, text in texts.items():
-                write_private(path, text)
-
         if texts:
-            await asyncio.to_thread(write)
+            await asyncio.to_thread(write_private_files, base.parent, texts,
+                                    "run output directory")
 
 
 def describe(entry: Entry) -> list[str]:

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from scheduler.changelog import Terms
 from scheduler.ledger import Ledger
+from scheduler.protocol import STREAMS
 from scheduler.replication.waiter import SyncWaiter
 from scheduler.runs import output_base
 
@@ -26,7 +27,6 @@ log = logging.getLogger("hasched.replication")
 
 MAX_WAIT = 30.0  # seconds a long poll may hold
 MAX_LIMIT = 10_000  # entries per answer
-STREAMS = ("stdout", "stderr")
 Handover = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 

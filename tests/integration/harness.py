@@ -474,6 +474,15 @@ class Lab:
             s.start("standby")
         return pair[0], pair[1]
 
+    def failover_pair(self) -> tuple[Scheduler, Scheduler]:
+        """Schedulers A and B with their own state (no replication), both started standby, then
+        A promoted at epoch 1: a failover test kills A and promotes B at epoch 2."""
+        a = self.scheduler("a", role="standby")
+        b = self.scheduler("b", role="standby")
+        answer = a.ctl({"op": "promote", "epoch": 1})
+        assert answer["role"] == "active", answer
+        return a, b
+
     def job(self, name: str, body: str) -> None:
         (self.jobs_dir / f"{name}.toml").write_text(body)
 

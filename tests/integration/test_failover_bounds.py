@@ -22,9 +22,7 @@ def test_a_stopped_agent_holds_neither_the_promotion_nor_the_collect_passes(lab:
     a1, a2 = lab.agent("a1"), lab.agent("a2")
     lab.job("beat", job_toml("beat", every="1s", pool="workers", command="true",
                              concurrency="allow", misfire="run-all"))
-    a = lab.scheduler("a", role="standby")
-    b = lab.scheduler("b", role="standby")
-    assert a.ctl({"op": "promote", "epoch": 1})["role"] == "active"
+    a, b = lab.failover_pair()
     wait_for("A to run 'beat' on both agents", lambda: {
         r["agent"] for r in a.ledger_rows("beat") if r["state"] == "succeeded"} == {"a1", "a2"})
     assert a.proc is not None and b.proc is not None
@@ -65,9 +63,7 @@ def test_a_forbid_job_does_not_overlap_itself_when_its_runs_agent_is_away_at_pro
     lab.agent("a2")
     lab.job("long", job_toml("long", every="2s", pool="workers", command="sleep 8",
                              concurrency="forbid", misfire="run-all"))
-    a = lab.scheduler("a", role="standby")
-    b = lab.scheduler("b", role="standby")
-    assert a.ctl({"op": "promote", "epoch": 1})["role"] == "active"
+    a, b = lab.failover_pair()
     first = wait_for("A to start a run of 'long'", lambda: [
         r for r in lab.agent_runs("long") if r["state"] == "running"])[0]
     holder = next(ag for ag in lab.agents if first in ag.runs())
@@ -97,9 +93,7 @@ def test_a_forbid_job_does_not_overlap_itself_when_its_runs_agent_is_away_at_pro
 def test_a_fire_cancelled_while_its_agent_was_away_is_recorded_as_it_ran(lab: Lab) -> None:
     lab.agent("a1")
     lab.agent("a2")
-    a = lab.scheduler("a", role="standby")
-    b = lab.scheduler("b", role="standby")
-    assert a.ctl({"op": "promote", "epoch": 1})["role"] == "active"
+    a, b = lab.failover_pair()
     fire = at(4)
     lab.job("once", f'[job.once]\ncommand = ["true"]\nat = "{fire}"\npool = "workers"\n'
             'misfire = { policy = "run-once", grace = "12s" }\n')

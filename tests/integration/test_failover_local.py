@@ -20,9 +20,7 @@ def test_failover_promote_standby_adopts_and_continues(lab: Lab) -> None:
     lab.agent("a2")
     lab.job("beat", job_toml("beat", every="2s", pool="workers", command="sleep 1",
                              concurrency="allow", misfire="run-all"))
-    a = lab.scheduler("a", role="standby")
-    b = lab.scheduler("b", role="standby")
-    assert a.ctl({"op": "promote", "epoch": 1})["role"] == "active"
+    a, b = lab.failover_pair()
     wait_for("A to run 'beat' 3 times", lambda: len(
         [r for r in a.ledger_rows("beat") if r["state"] == "succeeded"]) >= 3)
     assert b.ledger_rows("beat") == []  # a standby dispatches nothing
@@ -89,9 +87,7 @@ def waiting_for(agent: str) -> str:
 def test_pool_fire_waits_for_the_member_that_may_have_run_it_then_adopts_it(lab: Lab) -> None:
     lab.agent("a1")
     lab.agent("a2")
-    a = lab.scheduler("a", role="standby")
-    b = lab.scheduler("b", role="standby")
-    assert a.ctl({"op": "promote", "epoch": 1})["role"] == "active"
+    a, b = lab.failover_pair()
     fire = at(4)
     lab.job("pooled", pooled_toml(fire))
     for s in (a, b):

@@ -27,6 +27,21 @@ def in_sync(active: Scheduler, standby: Scheduler) -> None:
         and standby.replication()["seq"] == active.replication()["seq"]))
 
 
+def in_sync_pair(lab: Lab) -> tuple[Scheduler, Scheduler]:
+    """lab.pair() with A promoted at epoch 1 and B following it in step."""
+    a, b = lab.pair()
+    promote(a, 1)
+    in_sync(a, b)
+    return a, b
+
+
+def run_now(s: Scheduler, job: str) -> str:
+    """Ask `s` for a manual run of `job` (accepted: 202); its run id."""
+    status, body = s.api("POST", f"/v1/jobs/{job}/run")
+    assert status == 202, body
+    return body["run"]["run_id"]
+
+
 def kill(s: Scheduler) -> None:
     assert s.proc is not None
     s.proc.kill9()
@@ -40,9 +55,7 @@ def test_a_pause_stays_paused_across_failover_and_failback(lab: Lab) -> None:
     lab.agent("a1")
     lab.agent("a2")
     lab.job("beat", job_toml("beat", every="1s", pool="workers", command="true"))
-    a, b = lab.pair()
-    promote(a, 1)
-    in_sync(a, b)
+    a, b = in_sync_pair(lab)
     status, body = a.api("POST", "/v1/jobs/beat/pause")
     assert status == 200 and body["paused"] is True, body
     # Sync mode: the answer came once B held the pause durably.
@@ -67,9 +80,7 @@ def test_a_pause_stays_paused_across_failover_and_failback(lab: Lab) -> None:
 def test_a_standby_refuses_writes_naming_the_active_and_serves_reads(lab: Lab) -> None:
     lab.agent("a1")
     lab.job("beat", job_toml("beat", every="1s", pool="workers", command="echo hi"))
-    a, b = lab.pair()
-    promote(a, 1)
-    in_sync(a, b)
+    a, b = in_sync_pair(lab)
     for verb in ("pause", "resume", "run"):
         status, body = b.api("POST", f"/v1/jobs/beat/{verb}")
         assert status == 409, (verb, body)
@@ -106,18 +117,12 @@ def test_an_accepted_manual_run_and_a_pending_retry_each_run_once_on_the_new_act
     lab.job("flaky", job_toml("flaky", at=NEVER, pool="workers",
                               command=f"test -e {marker} || {{ touch {marker}; exit 1; }}")
             + 'retries = { count = 1, delay = "6s" }\n')
-    a, b = lab.pair()
-    promote(a, 1)
-    in_sync(a, b)
-    status, body = a.api("POST", "/v1/jobs/flaky/run")
-    assert status == 202, body
-    retry_of = body["run"]["run_id"]
+    a, b = in_sync_pair(lab)
+    retry_of = run_now(a, "flaky")
     wait_for("attempt 2 of the flaky run scheduled on A", lambda: [
         r for r in a.ledger_rows("flaky") if r["attempt"] == 2 and r["state"] == "scheduled"])
     a1.stop()  # the manual run is accepted, and waits for its agent
-    status, body = a.api("POST", "/v1/jobs/later/run")
-    assert status == 202, body
-    manual = body["run"]["run_id"]
+    manual = run_now(a, "later")
     assert any(r["run_id"] == manual for r in b.ledger_rows("later"))  # sync: B holds it
     kill(a)
     promote(b, 2)
@@ -135,12 +140,8 @@ def test_an_accepted_manual_run_and_a_pending_retry_each_run_once_on_the_new_act
 def test_history_and_output_of_collected_runs_are_on_the_new_active(lab: Lab) -> None:
     lab.agent("a1")
     lab.job("say", job_toml("say", at=NEVER, pool="workers", command="echo said-so"))
-    a, b = lab.pair()
-    promote(a, 1)
-    in_sync(a, b)
-    status, body = a.api("POST", "/v1/jobs/say/run")
-    assert status == 202, body
-    rid = body["run"]["run_id"]
+    a, b = in_sync_pair(lab)
+    rid = run_now(a, "say")
     wait_for("the run collected on A", lambda: a.api("GET", f"/v1/runs/{rid}")[1].get(
         "state") == "succeeded")
     before = a.api("GET", f"/v1/runs/{rid}")[1]
@@ -157,9 +158,7 @@ def test_history_and_output_of_collected_runs_are_on_the_new_active(lab: Lab) ->
 def test_a_standby_down_for_a_while_catches_up(lab: Lab) -> None:
     lab.agent("a1")
     lab.job("beat", job_toml("beat", every="1s", pool="workers", command="true"))
-    a, b = lab.pair()
-    promote(a, 1)
-    in_sync(a, b)
+    a, b = in_sync_pair(lab)
     kill(b)
     wait_for("A alone", lambda: a.replication()["state"] == "alone")
     assert a.api("POST", "/v1/jobs/beat/pause")[0] == 200  # answered without the follower
@@ -177,14 +176,10 @@ def test_a_diverged_ex_active_hands_its_tail_over_then_resyncs(lab: Lab) -> None
     a1 = lab.agent("a1")
     lab.job("later", job_toml("later", at=NEVER, agent="a1", command="echo manual"))
     lab.job("quiet", job_toml("quiet", at=NEVER, pool="workers", command="true"))
-    a, b = lab.pair()
-    promote(a, 1)
-    in_sync(a, b)
+    a, b = in_sync_pair(lab)
     kill(b)  # from here A writes what B never receives
     a1.stop()
-    status, body = a.api("POST", "/v1/jobs/later/run")
-    assert status == 202, body
-    manual = body["run"]["run_id"]
+    manual = run_now(a, "later")
     assert a.api("POST", "/v1/jobs/quiet/pause")[0] == 200
     kill(a)
     b.start("standby")

@@ -32,9 +32,7 @@ def test_a_new_job_does_not_catch_up_a_fire_from_before_it_existed(lab: Lab) -> 
 
 def test_a_standby_that_knew_the_job_runs_the_fire_missed_during_failover(lab: Lab) -> None:
     a1 = lab.agent("a1")
-    a = lab.scheduler("a", role="standby")
-    b = lab.scheduler("b", role="standby")
-    assert a.ctl({"op": "promote", "epoch": 1})["role"] == "active"
+    a, b = lab.failover_pair()
     fire = at(20)  # room for a loaded machine: A must still be alive until then
     lab.job("once", once_toml("once", fire))
     for s in (a, b):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -11,6 +14,26 @@ from aiohttp import web
 from scheduler.protocol import AgentClient, AgentUnreachable, make_run
 
 pytestmark = pytest.mark.unit
+
+
+@asynccontextmanager
+async def stand_in(path: str, handler: Callable[[web.Request], Awaitable[web.Response]],
+                   **client: Any) -> AsyncIterator[AgentClient]:
+    """An AgentClient ("a1"; `client` its settings) of a stand-in agent on loopback whose only
+    route is GET `path`; both are closed on leaving."""
+    app = web.Application()
+    app.router.add_get(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    agent = AgentClient("a1", f"http://127.0.0.1:{port}", "t" * 32, **client)
+    try:
+        yield agent
+    finally:
+        await agent.close()
+        await runner.cleanup()
 
 
 def test_runs_with_invalid_ids_are_left_out_and_logged_once(caplog) -> None:
@@ -24,19 +47,8 @@ def test_runs_with_invalid_ids_are_left_out_and_logged_once(caplog) -> None:
         return web.json_response({"runs": [*bad, good]})
 
     async def body() -> list[list[dict]]:
-        app = web.Application()
-        app.router.add_get("/v1/runs", runs)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        client = AgentClient("a1", f"http://127.0.0.1:{port}", "t" * 32)
-        try:
+        async with stand_in("/v1/runs", runs) as client:
             return [await client.runs(unacked=True) for _ in range(3)]
-        finally:
-            await client.close()
-            await runner.cleanup()
 
     with caplog.at_level(logging.WARNING, logger="hasched.dispatch"):
         answers = asyncio.run(body())
@@ -61,28 +73,19 @@ def test_a_call_that_times_out_drops_the_kept_alive_connections_to_that_agent() 
         return web.json_response({"epoch": 3})
 
     async def body() -> tuple[str, dict]:
-        app = web.Application()
-        app.router.add_get("/v1/health", health)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]
-        client = AgentClient("a1", f"http://127.0.0.1:{port}", "t" * 32, timeout=30.0)
-        try:
-            await asyncio.gather(client.health(), client.health())  # two kept alive
-            assert len(old) == 2
-            dead.set()
+        async with stand_in("/v1/health", health, timeout=30.0) as client:
             try:
-                await client.health(timeout=0.2)
-                first = "answered"
-            except AgentUnreachable as e:
-                first = str(e)
-            return first, await client.health(timeout=5.0)
-        finally:
-            gone.set()
-            await client.close()
-            await runner.cleanup()
+                await asyncio.gather(client.health(), client.health())  # two kept alive
+                assert len(old) == 2
+                dead.set()
+                try:
+                    await client.health(timeout=0.2)
+                    first = "answered"
+                except AgentUnreachable as e:
+                    first = str(e)
+                return first, await client.health(timeout=5.0)
+            finally:
+                gone.set()
 
     first, second = asyncio.run(body())
     assert first.endswith("no answer within 0.2s"), first
