@@ -1,7 +1,7 @@
 """Promotion of ocf:hasched:scheduler from the daemon's replication state (PAF's model).
 
 Each instance sets its own promotion score from the `replication` object of its daemon's
-`status` answer: the active 1000 (kept promoted), a standby in sync 100, lagging 10, never synced
+`status` answer: the active 105 (kept promoted), a standby in sync 100, lagging 10, never synced
 1 (still promotable when it is all there is). It records its position (lineage, epoch of its last
 entry, seq) as the transient node attribute `hasched-position-<resource>`, private to attrd
 (`attrd_updater --private`, as PAF keeps its `lsn_location`): never written to the CIB, so the
@@ -26,7 +26,12 @@ import ocfagent as ocf
 
 # Without replication: as before replication existed.
 SCORE_STANDBY, SCORE_ACTIVE_LEGACY = 5, 10
-SCORE_ACTIVE = 1000
+# Just above an in-sync standby, so that a node coming back does not take the role back by
+# itself (no failback unless asked for), and far enough below an in-sync standby plus the
+# failback preference (hasched_failback_score, 200 by default: a location rule on the Promoted
+# role) that `hasched_failback` still works. At 1000 it outweighed that preference and the
+# role never failed back.
+SCORE_ACTIVE = 105
 # A standby by its replication state; any other state (unknown to this agent) counts as never.
 STANDBY_SCORES = {"in-sync": 100, "lagging": 10, "never": 1}
 SCORE_NEVER = STANDBY_SCORES["never"]

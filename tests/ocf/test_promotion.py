@@ -170,7 +170,7 @@ def test_the_recorded_score_follows_each_replication_state(standby_clone) -> Non
 
 def test_promotion_ignores_a_fresher_node_that_is_not_a_member(standby_clone) -> None:
     """A position recorded for a node outside the partition never holds a promotion back; the
-    promoted instance scores 1000, and stop leaves neither score nor position behind."""
+    promoted instance scores 105, and stop leaves neither score nor position behind."""
     setup, _ = standby_clone
     rep = wait_state(setup, "never")
     ghost = f"{rep['lineage']}:{rep['epoch'] + 10}:{rep['seq'] + 1000}"
@@ -180,7 +180,7 @@ def test_promotion_ignores_a_fresher_node_that_is_not_a_member(standby_clone) ->
     sh("pcs", "constraint", "delete", "hasched-r-no-promotion", check=True)
     wait_for("the instance promoted despite the ghost's position",
              lambda: setup.ask('{"op": "status"}').get("role") == "active", timeout=180)
-    wait_for("promotion score 1000 (active)", lambda: score() == 1000, timeout=60)
+    wait_for("promotion score 105 (active)", lambda: score() == 105, timeout=60)
     try:
         sh("pcs", "resource", "disable", CLONE, check=True)
         wait_for("the clone stopped", lambda: not daemons_of(setup.config), timeout=180)

@@ -38,8 +38,8 @@ def node(tmp_path):
 # -- the pure parts ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("status,score", [
-    ({"role": "active", "replication": replication("primary", 9)}, 1000),
-    ({"role": "active", "replication": replication("alone", 9)}, 1000),
+    ({"role": "active", "replication": replication("primary", 9)}, 105),
+    ({"role": "active", "replication": replication("alone", 9)}, 105),
     (standby_status("in-sync"), 100),
     (standby_status("lagging"), 10),
     (standby_status("never"), 1),
@@ -96,7 +96,7 @@ def test_monitor_follows_the_state_as_it_changes(node):
 def test_monitor_of_the_active_keeps_it_promoted(node):
     fake = node({"role": "active", "epoch": 3, "replication": replication("alone", 77)})
     assert fake.run("monitor", **RECURRING).returncode == 8
-    assert fake.read()["scores"] == {"node1": "1000"}
+    assert fake.read()["scores"] == {"node1": "105"}
     assert fake.read()["attrs"]["hasched-position-jobs"] == {"node1": "a1b2:3:77"}
 
 
@@ -155,7 +155,7 @@ def test_promote_of_the_freshest_standby_goes_ahead(node):
     done = fake.run("promote")
     assert done.returncode == 0, done.stderr
     assert fake.read()["status"]["role"] == "active"
-    assert fake.read()["scores"] == {"node1": "1000"}
+    assert fake.read()["scores"] == {"node1": "105"}
 
 
 def test_promote_is_refused_when_a_member_is_fresher(node):
@@ -231,4 +231,4 @@ def test_promote_of_the_only_node_never_synced_goes_ahead(node):
     assert fake.run("monitor", **RECURRING).returncode == 0
     assert fake.read()["scores"] == {"node1": "1"}  # still promotable
     assert fake.run("promote").returncode == 0
-    assert fake.read()["scores"] == {"node1": "1000"}
+    assert fake.read()["scores"] == {"node1": "105"}
