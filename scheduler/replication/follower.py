@@ -188,6 +188,12 @@ class Follower:
                     log.info("replication: following %s", source)
                 self.source = source or self.source
                 if source is None:
+                    if self.source is not None:
+                        # No active peer: in a switchover the source was demoted and another
+                        # node is about to be promoted. A demoted source still serves what it
+                        # has, and the promotion (the OCF agent waits for the positions to
+                        # match) needs this node to take it now, not once a new active exists.
+                        await self.step(self.source, 0.0)
                     await asyncio.sleep(RETRY_EVERY)
                     continue
                 while await self.step(source, POLL_WAIT):
