@@ -184,7 +184,9 @@ def test_promotion_ignores_a_fresher_node_that_is_not_a_member(standby_clone) ->
     try:
         sh("pcs", "resource", "disable", CLONE, check=True)
         wait_for("the clone stopped", lambda: not daemons_of(setup.config), timeout=180)
-        assert score() is None
+        # The daemon is gone before the stop action ends: its last step clears score and
+        # position, so wait for the action rather than read them at once.
+        wait_for("the score removed by stop", lambda: score() is None, timeout=60)
         assert position() == ""
     finally:
         sh("attrd_updater", "-n", f"hasched-position-{RSC}", "-N", "ghost", "-D")
