@@ -98,12 +98,13 @@ class Follower:
         await asyncio.gather(task, return_exceptions=True)
         if self._session is not None:  # its kept-alive connections may lead to a dead source
             await self._session.close()
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=self._ssl() or True, force_close=True),
-            timeout=aiohttp.ClientTimeout(total=drain or None, sock_connect=DRAIN_CONNECT,
-                                          sock_read=DRAIN_READ))
+            self._session = None
         drained = 0
         if self.source is not None and drain > 0:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl() or True, force_close=True),
+                timeout=aiohttp.ClientTimeout(total=drain, sock_connect=DRAIN_CONNECT,
+                                              sock_read=DRAIN_READ))
             try:
                 drained = await asyncio.wait_for(self._drain(), drain)
             except (TimeoutError, SourceGone, aiohttp.ClientError, OSError, LedgerError) as e:
